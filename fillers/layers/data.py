@@ -1,0 +1,130 @@
+"""Layers that bring data into the net.
+
+``Input``, ``DummyData`` and ``MemoryData`` carry their shapes in the prototxt.  The
+others read a database, an image list, HDF5 files or a Python module, so their shapes
+come from the user (``--input NAME=N,C,H,W``, or ``input_shapes=`` in the API); the label
+top of Data/ImageData/WindowData defaults to ``[N]``.
+"""
+
+from __future__ import annotations
+
+from .base import LayerType, register
+
+
+def _dims(shape_msg):
+    return tuple(int(d) for d in shape_msg.dim)
+
+
+@register("Input")
+class Input(LayerType):
+    """Net inputs with shapes from ``input_param.shape`` (one for all tops or one each)."""
+
+    bottoms = (0, 0)
+    tops = (1, None)
+
+    def outputs(self, bottoms):
+        shapes = list(self.lp.input_param.shape)
+        n = len(self.lp.top)
+        if len(shapes) not in (1, n):
+            self.fail(f"give one input_param shape, or one per top ({n}); {len(shapes)} given")
+        if not shapes:
+            self.fail("input_param needs a shape")
+        return [_dims(shapes[0] if len(shapes) == 1 else shapes[i]) for i in range(n)]
+
+
+@register("DummyData")
+class DummyData(LayerType):
+    """Tops filled by ``data_filler``s; shapes from ``shape`` (or legacy num/channels/
+    height/width), one for all tops or one each."""
+
+    bottoms = (0, 0)
+    tops = (1, None)
+
+    def outputs(self, bottoms):
+        p = self.lp.dummy_data_param
+        n = len(self.lp.top)
+        if len(p.shape):
+            if len(p.shape) not in (1, n):
+                self.fail(f"give one shape or one per top ({n})")
+            return [_dims(p.shape[0] if len(p.shape) == 1 else p.shape[i]) for i in range(n)]
+        legacy = [list(p.num), list(p.channels), list(p.height), list(p.width)]
+        if not any(legacy):
+            self.fail("dummy_data_param needs shape (or num, channels, height and width)")
+        out = []
+        for i in range(n):
+            dims = []
+            for vals in legacy:
+                if len(vals) not in (1, n):
+                    self.fail("num, channels, height and width need one value or one per top")
+                dims.append(int(vals[0] if len(vals) == 1 else vals[i]))
+            out.append(tuple(dims))
+        return out
+
+    def data_fillers(self):
+        """The fillers of the tops, one per top (Caffe: one for all, or one each; default
+        constant 0)."""
+        from .. import caffe_pb2
+
+        f = list(self.lp.dummy_data_param.data_filler)
+        n = len(self.lp.top)
+        if not f:
+            return [caffe_pb2.FillerParameter()] * n
+        return [f[0] if len(f) == 1 else f[i] for i in range(n)]
+
+
+@register("MemoryData")
+class MemoryData(LayerType):
+    """Data pushed from memory: ``[batch_size, channels, height, width]`` and a label
+    ``[batch_size]``."""
+
+    bottoms = (0, 0)
+    tops = (2, 2)
+
+    def outputs(self, bottoms):
+        p = self.lp.memory_data_param
+        dims = (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
+        if min(dims) <= 0:
+            self.fail("batch_size, channels, height and width must all be greater than zero")
+        return [dims, (dims[0],)]
+
+
+class ExternalData(LayerType):
+    """A data layer whose shapes only exist at run time (a database, files, Python)."""
+
+    bottoms = (0, 0)
+    tops = (1, None)
+    data_layer = True
+    #: tops after the first that default to ``[N]`` (the label)
+    label_defaults = True
+
+    def outputs(self, bottoms):  # the net builder supplies shapes from the user
+        raise NotImplementedError
+
+
+@register("Data", "ImageData", "WindowData")
+class DatabaseData(ExternalData):
+    """Data read from a database, an image list or windows: the user gives the data
+    shape; a label top defaults to ``[N]``."""
+
+    tops = (1, 2)
+
+
+@register("HDF5Data", "Python")
+class FileData(ExternalData):
+    """HDF5 files or a Python layer: every top's shape comes from the user."""
+
+    bottoms = (0, None)
+    tops = (0, None)
+    label_defaults = False
+
+
+@register("HDF5Output")
+class HDF5Output(LayerType):
+    """Writes its two bottoms to an HDF5 file; no tops."""
+
+    bottoms = (2, 2)
+    tops = (0, 0)
+    training_only = True
+
+    def outputs(self, bottoms):
+        return []

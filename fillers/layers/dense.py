@@ -1,0 +1,50 @@
+"""InnerProduct and Embed: the dense layers."""
+
+from __future__ import annotations
+
+from .base import BIAS, WEIGHT, LayerType, ParamBlob, register
+
+
+@register("InnerProduct")
+class InnerProduct(LayerType):
+    """y = x W^T + b over the axes from ``axis`` on; weights ``[N, K]`` (``[K, N]`` if
+    ``transpose``), K the product of the bottom's dims from ``axis``."""
+
+    def _nk(self, bottoms):
+        p = self.lp.inner_product_param
+        axis = self.canonical_axis(p.axis, len(bottoms[0]))
+        if p.num_output <= 0:
+            self.fail("num_output must be greater than zero")
+        return int(p.num_output), self.count(bottoms[0], axis), axis
+
+    def params(self, bottoms):
+        p = self.lp.inner_product_param
+        n, k, _ = self._nk(bottoms)
+        wshape = (k, n) if p.transpose else (n, k)
+        blobs = [ParamBlob("weights", wshape, self.filler(p, "weight_filler"), WEIGHT)]
+        if p.bias_term:
+            blobs.append(ParamBlob("bias", (n,), self.filler(p, "bias_filler"), BIAS))
+        return blobs
+
+    def outputs(self, bottoms):
+        n, _, axis = self._nk(bottoms)
+        return [(*bottoms[0][:axis], n)]
+
+
+@register("Embed")
+class Embed(LayerType):
+    """A lookup table: integer indices below ``input_dim`` pick rows of ``[input_dim,
+    num_output]``; the top gains a last axis of ``num_output``."""
+
+    def params(self, bottoms):
+        p = self.lp.embed_param
+        if p.num_output <= 0 or p.input_dim <= 0:
+            self.fail("num_output and input_dim must be greater than zero")
+        blobs = [ParamBlob("weights", (int(p.input_dim), int(p.num_output)),
+                           self.filler(p, "weight_filler"), WEIGHT)]
+        if p.bias_term:
+            blobs.append(ParamBlob("bias", (int(p.num_output),), self.filler(p, "bias_filler"), BIAS))
+        return blobs
+
+    def outputs(self, bottoms):
+        return [(*bottoms[0], int(self.lp.embed_param.num_output))]
