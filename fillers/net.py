@@ -186,7 +186,8 @@ def build(layer_params, input_shapes=None, name="", path="") -> Net:
         cls = lookup(lp.type)
         spec = cls(lp)
         _check_count(len(lp.bottom), cls.bottoms, "bottom(s)", lp)
-        _check_count(len(lp.top), cls.tops, "top(s)", lp)
+        if not (cls.auto_tops and len(lp.top) < (cls.tops[0] or 0)):
+            _check_count(len(lp.top), cls.tops, "top(s)", lp)
         bottom_shapes = []
         for i, b in enumerate(lp.bottom):
             if b not in shapes:
@@ -206,6 +207,7 @@ def build(layer_params, input_shapes=None, name="", path="") -> Net:
             params = list(spec.params(bottom_shapes))
         except ShapeError as exc:
             raise NetError(str(exc), layer=lp.name, layer_type=lp.type) from None
+        top_shapes = top_shapes[:len(lp.top)]
         for s in top_shapes:
             if any(d < 0 for d in s):
                 raise NetError(f"a top would have the impossible shape {list(s)}", layer=lp.name, layer_type=lp.type)

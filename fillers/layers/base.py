@@ -73,6 +73,8 @@ class LayerType:
     tops: ClassVar[tuple] = (1, 1)
     #: layers that only matter for training (losses, Accuracy): left out of an ONNX export.
     training_only: ClassVar[bool] = False
+    #: Caffe's AutoTopBlobs: missing tops are made anonymously (losses)
+    auto_tops: ClassVar[bool] = False
     #: layers whose tops are the net's data, read from outside (shape from the user).
     data_layer: ClassVar[bool] = False
 

@@ -11,6 +11,7 @@ class Loss(LayerType):
     bottoms = (2, 2)
     tops = (1, 1)
     training_only = True
+    auto_tops = True
 
     def outputs(self, bottoms):
         if not bottoms[0] or not bottoms[1] or int(bottoms[0][0]) != int(bottoms[1][0]):

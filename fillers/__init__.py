@@ -1,0 +1,47 @@
+"""caffe-fillers: initialize Caffe nets exactly as Caffe does.
+
+The fillers, shaped like ``torch.nn.init`` (a shape in Caffe order in, a float32 array
+out)::
+
+    >>> import fillers
+    >>> w = fillers.xavier((64, 3, 3, 3), rng=0)            # U(+-sqrt(3 / fan_in))
+    >>> b = fillers.fill((64,), {"type": "constant", "value": 0.1})
+
+Whole nets::
+
+    >>> net = fillers.load("deploy.prototxt")                            # doctest: +SKIP
+    >>> filled = net.fill(filler="msra", seed=1701, rng="caffe")         # doctest: +SKIP
+    >>> filled.save("deploy.caffemodel"); filled.to_onnx("deploy.onnx")  # doctest: +SKIP
+"""
+
+from .errors import (ExportError, FillersError, MissingInputShapeError, NetError, ParseError,
+                     UnknownLayerTypeError, UsageError)
+from .net import Net, load
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    # fillers (fillers.fill)
+    "constant": "fill", "uniform": "fill", "gaussian": "fill", "positive_unitball": "fill",
+    "xavier": "fill", "msra": "fill", "bilinear": "fill", "fill": "fill",
+    # fans and random streams
+    "fan_in_fan_out": "fans", "CaffeRNG": "rng", "FastRNG": "rng",
+    # nets
+    "fill_net": "netfill", "FilledNet": "netfill",
+    "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel",
+    "export": "onnx_export", "export_and_check": "onnx_export",
+    "register": "layers",
+}
+
+__all__ = sorted(set(_LAZY) | {"load", "Net", "FillersError", "ParseError", "NetError",
+                               "UnknownLayerTypeError", "MissingInputShapeError", "UsageError",
+                               "ExportError"})
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'fillers' has no attribute '{name}'")

@@ -1,0 +1,229 @@
+""".caffemodel files: a binary ``NetParameter`` whose layers carry their ``blobs``.
+
+Writing streams each blob's float32 data straight from its numpy array into the file
+(protobuf's per-element conversion would be slow and double the memory), through a
+temporary file renamed into place, so a failed or interrupted write never leaves a partial
+file.  Reading parses the wire format directly and maps packed float data with
+``np.frombuffer`` (no copy); V1 files (``layers {}``, blobs with num/channels/height/
+width) are read too.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+from . import caffe_pb2
+from .errors import ParseError
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint((field << 3) | wire)
+
+
+def _blob_parts(arr: np.ndarray):
+    """(header bytes, data buffer) of one BlobProto: ``shape`` then packed ``data``."""
+    shape = caffe_pb2.BlobProto()
+    shape.shape.dim.extend(int(d) for d in arr.shape)
+    head = shape.SerializeToString()
+    data = np.ascontiguousarray(arr, dtype="<f4")
+    nbytes = data.size * 4
+    head += _key(5, 2) + _varint(nbytes)
+    return head, data
+
+
+def layer_params_for_file(net, keep_blobs: bool = False):
+    """The filtered LayerParameters to write (without blobs)."""
+    out = []
+    for layer in net.layers:
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(layer.lp)
+        if not keep_blobs:
+            del lp.blobs[:]
+        out.append(lp)
+    return out
+
+
+def write_caffemodel(path, net, blobs: dict, *, progress=None) -> int:
+    """Write ``blobs`` (``{layer name: [arrays]}``) for ``net`` to ``path`` atomically.
+
+    Returns the number of bytes written.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    head = caffe_pb2.NetParameter(name=net.name or "")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".caffemodel", dir=directory)
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            b = head.SerializeToString()
+            fh.write(b)
+            written += len(b)
+            for lp, layer in zip(layer_params_for_file(net), net.layers):
+                arrays = blobs.get(layer.name, [])
+                lbytes = lp.SerializeToString()
+                parts = [_blob_parts(a) for a in arrays]
+                blob_entries = []
+                total = len(lbytes)
+                for h, d in parts:
+                    size = len(h) + d.size * 4
+                    prefix = _key(7, 2) + _varint(size)
+                    blob_entries.append((prefix, h, d))
+                    total += len(prefix) + size
+                chunk = _key(100, 2) + _varint(total) + lbytes
+                fh.write(chunk)
+                written += len(chunk)
+                for prefix, h, d in blob_entries:
+                    fh.write(prefix)
+                    fh.write(h)
+                    fh.write(memoryview(d).cast("B"))
+                    written += len(prefix) + len(h) + d.size * 4
+                if progress is not None:
+                    progress(layer.name)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return written
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+def _read_varint(buf, i):
+    result = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf, start, end):
+    """Yield (field number, wire type, value) over a message's bytes; length-delimited
+    values are (start, end) offsets."""
+    i = start
+    while i < end:
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _read_varint(buf, i)
+            yield field, wire, v
+        elif wire == 2:
+            n, i = _read_varint(buf, i)
+            yield field, wire, (i, i + n)
+            i += n
+        elif wire == 5:
+            yield field, wire, buf[i:i + 4]
+            i += 4
+        elif wire == 1:
+            yield field, wire, buf[i:i + 8]
+            i += 8
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def _parse_blob(buf, start, end):
+    legacy = {}
+    dims = None
+    floats = []
+    doubles = []
+    for field, wire, v in _fields(buf, start, end):
+        if field in (1, 2, 3, 4) and wire == 0:
+            legacy[field] = v
+        elif field == 5:
+            if wire == 2:
+                floats.append(np.frombuffer(buf, dtype="<f4", count=(v[1] - v[0]) // 4, offset=v[0]))
+            else:
+                floats.append(np.frombuffer(bytes(v), dtype="<f4"))
+        elif field == 8:
+            if wire == 2:
+                doubles.append(np.frombuffer(buf, dtype="<f8", count=(v[1] - v[0]) // 8, offset=v[0]))
+            else:
+                doubles.append(np.frombuffer(bytes(v), dtype="<f8"))
+        elif field == 7 and wire == 2:
+            dims = []
+            for f2, w2, v2 in _fields(buf, v[0], v[1]):
+                if f2 == 1 and w2 == 2:
+                    j = v2[0]
+                    while j < v2[1]:
+                        d, j = _read_varint(buf, j)
+                        dims.append(d)
+                elif f2 == 1 and w2 == 0:
+                    dims.append(v2)
+    if dims is None:
+        dims = [legacy.get(1, 0), legacy.get(2, 0), legacy.get(3, 0), legacy.get(4, 0)]
+        legacy_shape = True
+    else:
+        legacy_shape = False
+    if floats:
+        data = floats[0] if len(floats) == 1 else np.concatenate(floats)
+    elif doubles:
+        data = (doubles[0] if len(doubles) == 1 else np.concatenate(doubles)).astype(np.float32)
+    else:
+        data = np.zeros(0, np.float32)
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    if data.size != count:
+        raise ValueError(f"blob of shape {dims} holds {data.size} values")
+    return data.reshape(dims), legacy_shape
+
+
+def read_caffemodel(path) -> dict:
+    """``{layer name: [arrays]}`` from a .caffemodel (V2 or V1).
+
+    Arrays are float32 views into the file's bytes (read-only).  A blob stored with the
+    legacy num/channels/height/width fields has a ``legacy`` entry in the second dict
+    returned by :func:`read_caffemodel_ex`.
+    """
+    return read_caffemodel_ex(path)[0]
+
+
+def read_caffemodel_ex(path):
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            buf = fh.read()
+    except OSError as exc:
+        raise ParseError(path, f"cannot read the file: {exc.strerror}") from None
+    layers: dict = {}
+    legacy: dict = {}
+    try:
+        for field, wire, v in _fields(buf, 0, len(buf)):
+            if wire != 2 or field not in (100, 2):
+                continue
+            name_f, blob_f = (1, 7) if field == 100 else (4, 6)
+            name, arrays, flags = "", [], []
+            for f2, w2, v2 in _fields(buf, v[0], v[1]):
+                if f2 == name_f and w2 == 2:
+                    name = bytes(buf[v2[0]:v2[1]]).decode("utf-8", "replace")
+                elif f2 == blob_f and w2 == 2:
+                    arr, is_legacy = _parse_blob(buf, v2[0], v2[1])
+                    arrays.append(arr)
+                    flags.append(is_legacy)
+            layers[name] = arrays
+            legacy[name] = flags
+    except (IndexError, ValueError, struct.error) as exc:
+        raise ParseError(path, f"not a valid .caffemodel (binary NetParameter): {exc}") from None
+    return layers, legacy

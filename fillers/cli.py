@@ -1,0 +1,278 @@
+"""The ``fill-net`` command.
+
+``parse_args`` only turns flags into settings; ``main(argv)`` calls the library, prints,
+and maps errors to exit statuses: 0 success, 1 bad input or a failed check, 2 bad usage.
+Only requested data (``--json``) goes to stdout when asked for; tables go to stdout,
+warnings and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import FillersError, UsageError
+
+PROG = "fill-net"
+
+DESCRIPTION = """\
+Initialize every learnable blob of a Caffe net exactly as Caffe would, write the weights as
+a .caffemodel, and optionally export the net to ONNX and check it under onnxruntime.
+
+The net's own fillers are used unless --filler / --bias-filler replace them.  --filler
+applies to the weights of Convolution, Deconvolution, InnerProduct, Embed and the weight
+matrices of LSTM/RNN; --bias-filler to their biases.  Other blobs (Scale, Bias, PReLU,
+BatchNorm) keep Caffe's defaults.
+"""
+
+EPILOG = """\
+fillers (Caffe's semantics; n is fan_in = count/shape[0], fan_out = count/shape[1], or their mean):
+  constant           value
+  uniform            U(min, max)
+  gaussian           N(mean, std); with --sparse S, a Bernoulli(S/shape[0]) mask
+  positive_unitball  U(0, 1), each row divided by its sum
+  xavier             U(-sqrt(3/n), sqrt(3/n))
+  msra               N(0, sqrt(2/n))
+  bilinear           upsampling kernels for Deconvolution (4-d, square)
+
+examples:
+  fill-net deploy.prototxt --dry-run                       # layers, shapes, parameter counts
+  fill-net deploy.prototxt --filler xavier --seed 1        # writes deploy.caffemodel
+  fill-net deploy.prototxt --filler msra --rng caffe --seed 1701 --npz w.npz
+  fill-net train_val.prototxt --phase TRAIN --input data=64,3,227,227
+  fill-net deploy.prototxt --weights trained.caffemodel -o finetune.caffemodel
+  fill-net deploy.prototxt --filler xavier --onnx deploy.onnx          # export and check
+
+exit status: 0 success, 1 bad input or a failed check, 2 bad usage.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="the net: a .prototxt (V2 or V1) or a solver with net_param")
+    net = p.add_argument_group("reading the net")
+    net.add_argument("--phase", choices=["TRAIN", "TEST"], default="TEST",
+                     help="the phase for include/exclude rules (default: TEST, as a deploy net)")
+    net.add_argument("--stage", action="append", default=None, metavar="NAME",
+                     help="a NetState stage for include/exclude rules (repeatable)")
+    net.add_argument("--level", type=int, default=None, help="the NetState level")
+    net.add_argument("--input", action="append", default=[], metavar="NAME=N,C,H,W",
+                     help="the shape of a data layer's top that reads a database, files or Python "
+                          "(repeatable)")
+    out = p.add_argument_group("what to do")
+    out.add_argument("--dry-run", action="store_true", help="only build the net and print its table")
+    out.add_argument("--json", action="store_true", help="print the net (layers, shapes) as JSON on stdout")
+    out.add_argument("--list-layers", action="store_true", help="list the layer types this tool knows")
+    out.add_argument("-o", "--output", metavar="OUT.caffemodel",
+                     help="where to write the weights (default: the model's stem + .caffemodel here)")
+    out.add_argument("--npz", metavar="OUT.npz", help="also write the blobs as .npz (keys LAYER/INDEX)")
+    out.add_argument("--no-caffemodel", action="store_true", help="do not write a .caffemodel")
+    out.add_argument("-q", "--quiet", action="store_true", help="no table, no progress")
+    fill = p.add_argument_group("filling")
+    fill.add_argument("--filler", choices=["xavier", "msra", "gaussian", "uniform", "constant",
+                                           "positive_unitball", "bilinear"],
+                      help="replace every layer's weight filler with this one")
+    fill.add_argument("--variance-norm", choices=["FAN_IN", "FAN_OUT", "AVERAGE"], help="for xavier/msra")
+    fill.add_argument("--std", type=float, help="gaussian std")
+    fill.add_argument("--mean", type=float, help="gaussian mean")
+    fill.add_argument("--min", type=float, help="uniform lower bound")
+    fill.add_argument("--max", type=float, help="uniform upper bound")
+    fill.add_argument("--value", type=float, help="constant value")
+    fill.add_argument("--sparse", type=int, help="gaussian: expected non-zeros per output unit")
+    fill.add_argument("--bias-filler", metavar="TYPE[:k=v,...]",
+                      help="replace the biases' filler, e.g. constant:value=0.1 or gaussian:std=0.01")
+    fill.add_argument("--seed", type=int, help="random seed (default: a random one, printed)")
+    fill.add_argument("--rng", choices=["fast", "caffe"], default="fast",
+                      help="fast: numpy PCG64 (default); caffe: Caffe's boost::mt19937 stream, bit-exact")
+    fill.add_argument("--caffe-version", choices=["master", "1.0"], default="master",
+                      help="fan and bilinear rules of Caffe's final master (default) or the 1.0 release")
+    fill.add_argument("--weights", metavar="TRAINED.caffemodel",
+                      help="copy these blobs by layer name (Caffe's shape checks) and fill the rest")
+    fill.add_argument("--batchnorm", choices=["caffe", "identity"], default="caffe",
+                      help="fresh BatchNorm statistics: caffe (0/0/0, gain 1/sqrt(eps)) or identity")
+    ox = p.add_argument_group("ONNX")
+    ox.add_argument("--onnx", metavar="OUT.onnx", help="export the filled net to ONNX")
+    ox.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 13)")
+    ox.add_argument("--check", dest="check", action="store_true", default=None,
+                    help="run the export in onnxruntime and compare with OpenCV (default with --onnx)")
+    ox.add_argument("--no-check", dest="check", action="store_false", help="skip the check")
+    ox.add_argument("--all-blobs", action="store_true",
+                    help="debug: make every blob of the net an ONNX output")
+    return p
+
+
+def _fmt_shape(s) -> str:
+    return "x".join(str(d) for d in s) if len(s) else "scalar"
+
+
+def _table(rows, headers, right=()):
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    def line(r):
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def dry_run_table(net) -> str:
+    rows = []
+    for l in net.layers:
+        params = ", ".join(_fmt_shape(p.shape) + ("*" if o is not None else "") for p, o in zip(l.params, l.owners))
+        rows.append([l.name, l.type, ", ".join(_fmt_shape(s) for s in l.top_shapes), params or "-",
+                     f"{l.n_params:,}" if l.params else "-"])
+    text = _table(rows, ["layer", "type", "tops", "params", "count"], right=(4,))
+    text += (f"\n\n{len(net.layers)} layers, {net.n_params:,} parameters "
+             f"({net.n_params * 4 / 2**20:.1f} MiB as float32); inputs: {', '.join(net.inputs) or '-'}; "
+             f"outputs: {', '.join(net.outputs) or '-'}")
+    if any(o is not None for l in net.layers for o in l.owners):
+        text += "\n* shared with an earlier layer's blob (param { name })"
+    return text
+
+
+def fill_table(filled) -> str:
+    rows = []
+    for r in filled.records:
+        rows.append([r.layer, str(r.index), _fmt_shape(r.shape), r.filler,
+                     "-" if r.fan_in is None else str(r.fan_in), "-" if r.fan_out is None else str(r.fan_out),
+                     f"{r.mean:.4g}", f"{r.std:.4g}"])
+    return _table(rows, ["layer", "blob", "shape", "filler", "fan_in", "fan_out", "mean", "std"],
+                  right=(1, 4, 5, 6, 7))
+
+
+class Progress:
+    """A progress bar on stderr for long fills (a line per 10% when stderr is no terminal)."""
+
+    def __init__(self, total, label, stream=None, enabled=True):
+        self.total = max(total, 1)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self.last = -1
+
+    def __call__(self, done, total=None, what=""):
+        if not self.enabled:
+            return
+        frac = min(done / self.total, 1.0)
+        step = int(frac * (50 if self.tty else 10))
+        if step == self.last:
+            return
+        self.last = step
+        if self.tty:
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% {what[:30]:<30}")
+            if frac >= 1.0:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{self.label}: {frac * 100:.0f}%\n")
+        self.stream.flush()
+
+
+def _weight_filler_spec(args):
+    if args.filler is None:
+        extras = [k for k in ("variance_norm", "std", "mean", "min", "max", "value", "sparse")
+                  if getattr(args, k) is not None]
+        if extras:
+            raise UsageError(f"--{extras[0].replace('_', '-')} needs --filler")
+        return None
+    spec = {"type": args.filler}
+    for k in ("variance_norm", "std", "mean", "min", "max", "value", "sparse"):
+        v = getattr(args, k)
+        if v is not None:
+            spec[k] = v
+    return spec
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except FillersError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory", file=sys.stderr)
+        return 1
+
+
+def _warn(messages):
+    for w in messages:
+        print(f"{PROG}: warning: {w}", file=sys.stderr)
+
+
+def _run(args, parser) -> int:
+    from .layers import known_types
+
+    if args.list_layers:
+        print("\n".join(known_types()))
+        return 0
+    if not args.model:
+        parser.error("the model prototxt is required")
+    from .net import load
+
+    net = load(args.model, phase=args.phase, input_shapes=args.input, stages=args.stage, level=args.level)
+    _warn(net.warnings)
+    if args.json:
+        print(json.dumps(net.to_dict(), indent=1))
+        return 0
+    if args.dry_run:
+        print(dry_run_table(net))
+        return 0
+
+    weight_spec = _weight_filler_spec(args)
+    progress = Progress(net.n_params, "filling", enabled=not args.quiet and net.n_params > 10_000_000)
+    t0 = time.perf_counter()
+    filled = net.fill(filler=weight_spec, bias_filler=args.bias_filler, seed=args.seed, rng=args.rng,
+                      caffe_version=args.caffe_version, weights=args.weights, batchnorm=args.batchnorm,
+                      progress=progress)
+    t_fill = time.perf_counter() - t0
+    _warn(filled.warnings)
+    if not args.quiet:
+        print(fill_table(filled))
+        print(f"\n{net.n_params:,} parameters filled in {t_fill:.2f} s (rng {filled.rng}, seed {filled.seed})")
+    written = []
+    if not args.no_caffemodel:
+        out = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".caffemodel"
+        size = filled.save(out)
+        written.append(f"{out} ({size / 2**20:.1f} MiB)")
+        if size >= 2**31 - 1:
+            _warn([f"{out} is larger than 2 GB; Caffe and OpenCV cannot read protobuf messages that large"])
+    if args.npz:
+        filled.save_npz(args.npz)
+        written.append(args.npz)
+    status = 0
+    if args.onnx:
+        from .onnx_export import export_and_check
+
+        check = True if args.check is None else args.check
+        report = export_and_check(filled, args.onnx, opset=args.opset, check=check, all_blobs=args.all_blobs,
+                                  caffemodel=None if args.no_caffemodel else out)
+        _warn(report.warnings)
+        if not args.quiet:
+            print(report.text())
+        written.append(args.onnx)
+        status = 0 if report.ok else 1
+    if not args.quiet and written:
+        print("wrote " + ", ".join(written))
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
