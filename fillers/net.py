@@ -7,6 +7,7 @@ every layer's parameter blobs (shapes, fillers, shared blobs resolved to one own
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -108,7 +109,7 @@ def parse_input_shapes(specs) -> dict:
         try:
             if not sep or not name:
                 raise ValueError
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+            shape = tuple(int(d) for d in re.split(r"[,x]", dims.strip()))
             if not shape or min(shape) <= 0:
                 raise ValueError
         except ValueError:
