@@ -1,0 +1,86 @@
+"""fill-net's filling flow: the table, filler overrides, seeds, BatchNorm, progress."""
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from fillers.caffemodel import read_caffemodel
+from fillers.cli import main
+from fillers.net import load
+
+NET = """name: "small"
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 10 dim: 10 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.2 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 5 } }
+"""
+
+
+@pytest.fixture
+def model(tmp_path):
+    p = tmp_path / "small.prototxt"
+    p.write_text(NET)
+    return p
+
+
+def test_table_and_default_output(model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(model), "--filler", "xavier", "--variance-norm", "FAN_OUT", "--seed", "7"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines[0].split() == ["layer", "blob", "shape", "filler", "fan_in", "fan_out", "mean", "std"]
+    conv_w = next(l for l in lines if l.startswith("conv ") and " 0 " in l).split()
+    assert conv_w[:6] == ["conv", "0", "8x3x3x3", "xavier(FAN_OUT)", "27", "72"]
+    # xavier FAN_OUT: U(+-sqrt(3/72)) has std sqrt(1/72) = 0.118
+    assert abs(float(conv_w[7]) - (1 / 72) ** 0.5) < 0.03
+    conv_b = next(l for l in lines if l.startswith("conv ") and " 1 " in l).split()
+    assert conv_b[3] == "constant(0.2)" and float(conv_b[6]) == pytest.approx(0.2)
+    sc = [l.split() for l in lines if l.startswith("sc ")]
+    assert [r[3] for r in sc] == ["constant(1)", "constant(0)"]  # Scale keeps Caffe's defaults
+    assert "seed 7" in out.out
+    assert "BatchNorm layer(s) (bn) hold fresh statistics" in out.err and "--batchnorm identity" in out.err
+    saved = read_caffemodel(tmp_path / "small.caffemodel")
+    assert saved["conv"][0].shape == (8, 3, 3, 3) and np.all(np.abs(saved["conv"][0]) <= (3 / 72) ** 0.5)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(model, tmp_path):
+    outs = []
+    for seed in (1, 1, 2):
+        p = tmp_path / f"{len(outs)}.caffemodel"
+        assert main([str(model), "--filler", "msra", "--seed", str(seed), "-o", str(p), "-q"]) == 0
+        outs.append(read_caffemodel(p)["fc"][0])
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+
+
+def test_bias_filler_compact_form_and_batchnorm_identity(model):
+    net = load(model)
+    filled = net.fill(bias_filler="gaussian:std=0.01,mean=1", seed=0, batchnorm="identity")
+    b = filled.blobs["conv"][1]
+    assert abs(b.mean() - 1) < 0.05 and 0 < b.std() < 0.05
+    assert filled.blobs["sc"][1].tolist() == [0.0] * 8  # Scale's bias is not a layer bias
+    mean, var, factor = filled.blobs["bn"]
+    assert (mean == 0).all() and (var == 1).all() and factor.tolist() == [1.0]
+    assert filled.warnings == []
+
+
+def test_caffe_batchnorm_default_is_zero(model):
+    filled = load(model).fill(seed=0)
+    assert all((a == 0).all() for a in filled.blobs["bn"])
+
+
+def test_progress_bar_for_big_nets(tmp_path, capsys):
+    p = tmp_path / "big.prototxt"
+    p.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4000 } } }\n'
+                 'layer { name: "fc" type: "InnerProduct" bottom: "x" top: "y" '
+                 'inner_product_param { num_output: 3000 weight_filler { type: "xavier" } } }\n')
+    assert main([str(p), "--seed", "1", "-o", str(tmp_path / "b.caffemodel")]) == 0
+    err = capsys.readouterr().err
+    assert "filling: 100%" in err
+
+
+def test_unsupported_filler_combination_is_one_line(model, capsys):
+    assert main([str(model), "--filler", "xavier", "--sparse", "3", "-o", "/dev/null"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fill-net: error: layer 'conv' (Convolution)") and "sparse" in err[0]
