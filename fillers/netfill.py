@@ -154,16 +154,15 @@ class FilledNet:
 
 def _stats(a: np.ndarray):
     """Mean and population std of a float32 array, fast (float32 pairwise sum and a BLAS
-    dot product, combined in float64)."""
+    dot product, combined in float64; an exact pass only for near-constant blobs)."""
     n = a.size
     if n == 0:
         return 0.0, 0.0
     flat = a.reshape(-1)
     mean = float(np.add.reduce(flat, dtype=np.float32)) / n
-    sq = float(np.dot(flat, flat)) / n
-    var = max(sq - mean * mean, 0.0)
-    if flat[0] == flat[-1] and not np.any(flat != flat[0]):
-        return float(flat[0]), 0.0
+    var = max(float(np.dot(flat, flat)) / n - mean * mean, 0.0)
+    if var <= 1e-10 * (mean * mean + 1e-30):  # cancellation: redo exactly
+        var = float(np.var(flat, dtype=np.float64))
     return mean, var ** 0.5
 
 
