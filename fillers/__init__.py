@@ -17,15 +17,14 @@ Whole nets::
 from .errors import (ExportError, FillersError, MissingInputShapeError, NetError, ParseError,
                      UnknownLayerTypeError, UsageError)
 from .net import Net, load
+# The filler functions are bound eagerly: ``fillers.fill`` is the function, not the module.
+from .fill import bilinear, constant, fill, gaussian, msra, positive_unitball, uniform, xavier
+from .fans import fan_in_fan_out
+from .rng import CaffeRNG, FastRNG
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    # fillers (fillers.fill)
-    "constant": "fill", "uniform": "fill", "gaussian": "fill", "positive_unitball": "fill",
-    "xavier": "fill", "msra": "fill", "bilinear": "fill", "fill": "fill",
-    # fans and random streams
-    "fan_in_fan_out": "fans", "CaffeRNG": "rng", "FastRNG": "rng",
     # nets
     "fill_net": "netfill", "FilledNet": "netfill",
     "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel",
@@ -33,7 +32,8 @@ _LAZY = {
     "register": "layers",
 }
 
-__all__ = sorted(set(_LAZY) | {"load", "Net", "FillersError", "ParseError", "NetError",
+__all__ = sorted(set(_LAZY) | {"load", "Net", "constant", "uniform", "gaussian", "positive_unitball", "xavier",
+                               "msra", "bilinear", "fill", "fan_in_fan_out", "CaffeRNG", "FastRNG", "FillersError", "ParseError", "NetError",
                                "UnknownLayerTypeError", "MissingInputShapeError", "UsageError",
                                "ExportError"})
 
