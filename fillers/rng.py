@@ -330,6 +330,8 @@ class _Tables:
         self.ndx = (nx[:-1] - nx[1:]).astype(_F32)           # RealType(table_x[i] - table_x[i+1])
         self.ndy = (ny[1:] - ny[:-1]).astype(_F32)           # RealType(table_y[i+1] - table_y[i])
         self.nconvex = nx[:-1] >= 1
+        # the slow path's constants, one row per strip: X[i], Y[i], X[i]-X[i+1], Y[i+1]-Y[i]
+        self.nslow = np.stack([self.nxf[:128], self.nyf[:128], self.ndx, self.ndy], axis=1)
         strips = np.arange(128)
         # fast path: x = float(m) * 2^-24 * float(X[i]) and accept iff double(x) < X[i+1],
         # i.e. iff m < thr[i] for an integer threshold per strip
@@ -499,8 +501,8 @@ class CaffeRNG:
     """
 
     kind = "caffe"
-    #: words per uniform/bernoulli chunk, and the largest gaussian block
-    chunk = 1 << 18
+    #: words per uniform/bernoulli chunk, and the largest gaussian block (cache-sized)
+    chunk = 1 << 17
 
     def __init__(self, seed=None):
         if seed is None:
@@ -516,23 +518,24 @@ class CaffeRNG:
         bg.state = np.random.RandomState(seed).get_state(legacy=False)
         self._set_bitgen(bg, 0)
 
-    def _set_bitgen(self, bg, consumed):
+    def _set_bitgen(self, bg, consumed, pending=None):
         self._bg = bg
         self._gen = np.random.Generator(bg)
-        self._pending = np.empty(0, np.uint32)   # words drawn from bg, not yet consumed
+        # words drawn from bg but not consumed yet: always the last ones bg produced
+        self._pending = np.empty(0, np.uint32) if pending is None else np.array(pending, np.uint32)
         self._consumed = consumed                 # words consumed since seeding
-        self._snap = (bg.state, consumed)         # a bg state at or before the logical position
+        self._ws = None                           # scratch arrays of the gaussian parser
 
     # --- words ---------------------------------------------------------------------------
     def _raw(self, n):
-        """n new words straight from the engine (its full-range uint32 path is the raw
-        MT19937 output, the same words as ``random_raw``)."""
-        if self._pending.size == 0:
-            self._snap = (self._bg.state, self._consumed)
+        """n new words straight from the engine (the same words as ``random_raw``: the
+        full-range uint32 path of ``integers`` returns MT19937's raw output)."""
+        if n < 4096:                              # integers() has a larger fixed cost
+            return self._bg.random_raw(n).astype(np.uint32)
         return self._gen.integers(0, 1 << 32, size=n, dtype=np.uint32)
 
     def _take(self, n):
-        """The next n words of the stream (a read-only use array; may be a view)."""
+        """The next n words of the stream (to read, not to keep: may be a view)."""
         p = self._pending.size
         if n <= p:
             w = self._pending[:n]
@@ -553,7 +556,7 @@ class CaffeRNG:
 
     @property
     def consumed(self):
-        """The number of 32-bit words consumed since seeding."""
+        """The number of 32-bit words consumed since seeding (Caffe's stream position)."""
         return self._consumed
 
     def words(self, n):
@@ -561,34 +564,22 @@ class CaffeRNG:
         return np.array(self._take(_check_count(n)), dtype=np.uint32)
 
     def get_state(self):
-        """The stream's position: ``{"mt19937": <numpy MT19937 state>, "consumed": int}``."""
-        state, at = self._snap
-        if self._pending.size == 0:
-            return {"mt19937": self._bg.state, "consumed": self._consumed}
-        bg = np.random.MT19937()
-        bg.state = state
-        k = self._consumed - at
-        while k > 0:
-            step = min(k, 1 << 20)
-            bg.random_raw(step)
-            k -= step
-        return {"mt19937": bg.state, "consumed": self._consumed}
+        """The stream's position, for :meth:`set_state`: the engine's numpy MT19937 state,
+        the words it produced that are not consumed yet, and the words consumed so far."""
+        return {"mt19937": self._bg.state, "pending": self._pending.copy(),
+                "consumed": self._consumed}
 
     def set_state(self, state):
         """Return to a position saved by :meth:`get_state`."""
         bg = np.random.MT19937()
         bg.state = state["mt19937"]
-        self._set_bitgen(bg, int(state.get("consumed", 0)))
+        self._set_bitgen(bg, int(state.get("consumed", 0)), state.get("pending"))
 
     def copy(self):
         """An independent stream at the same position."""
         other = CaffeRNG.__new__(CaffeRNG)
         other.seed = self.seed
-        bg = np.random.MT19937()
-        bg.state = self._bg.state
-        other._set_bitgen(bg, self._consumed)
-        other._pending = self._pending.copy()
-        other._snap = self._snap
+        other.set_state(self.get_state())
         return other
 
     def __repr__(self):
@@ -678,7 +669,7 @@ class CaffeRNG:
         """``caffe_rng_gaussian(n, mu, sigma)``: n float32 values ``z * sigma + mu``.
 
         z comes from Boost's ziggurat ``normal_distribution<float>``, parsed from blocks of
-        words without a per-sample loop (see :meth:`_gauss_block`).
+        words without a per-sample loop (see :func:`_gauss_block`).
         """
         n = _check_count(n)
         mu = _F32(mu)
@@ -692,7 +683,9 @@ class CaffeRNG:
             need = n - pos
             size = max(min(self.chunk, need + (need >> 4) + 64), grow)
             w = self._take(size)
-            z, used = self._gauss_block(w, need)
+            if self._ws is None or self._ws.capacity < size:
+                self._ws = _Workspace(max(size, min(self.chunk, 4096)))
+            z, used = _gauss_block(w, need, self._ws)
             self._unread(w[used:])
             k = z.size
             if k:
@@ -703,146 +696,167 @@ class CaffeRNG:
             grow = 0 if used else 2 * size         # an attempt longer than the block
         return out
 
-    @staticmethod
-    def _gauss_block(W, need):
-        """Parse a block of words into unit-normal samples: ``(z, used)``.
 
-        Returns at most ``need`` samples, in order, and the number of words they consumed;
-        the words from ``used`` on are unconsumed.
+class _Workspace:
+    """Scratch arrays for :func:`_gauss_block`, reused from block to block (fresh
+    allocations of this size would cost page faults every time)."""
 
-        The attempts form a chain: an attempt at word p takes 1 word if its fast test
-        passes (about 97%), 2 words on the slow path of strips 1..127 (p+1 is ``y01``),
-        and 3 or more for the tail (strip 0) or when ``y01`` has to be redrawn.  With s_k
-        the sorted slow positions and len_k their word counts, position s_k starts an
-        attempt unless an earlier slow attempt covers it (s_j + len_j > s_k): a slow
-        position with no earlier slow position reaching it is certainly visited, and the
-        few others (consecutive slow words) are resolved in order.  Every visited fast
-        word and every accepted slow attempt yields one sample, ``x * sign`` (the tail's
-        value for the tail).  Attempts needing words past the block end stop the parse
-        there.
-        """
-        L = W.size
-        T = _T
-        i8 = np.bitwise_and(W, 0xFF)
-        lut = T.normal_lut.take(i8)
-        vals = np.multiply(np.right_shift(W, 8), lut.view(_F32)[0::2], dtype=_F32)
-        slow = np.greater_equal(W, lut.view(np.uint32)[1::2])
-        del lut
-        S = np.flatnonzero(slow)
-        K = S.size
-        if K == 0:
-            used = min(L, need)
-            return vals[:used], used
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.idx = np.empty(capacity, np.intp)
+        self.lut = np.empty(capacity, np.uint64)
+        self.hi = np.empty(capacity, np.uint32)
+        self.vals = np.empty(capacity, _F32)
+        self.slow = np.empty(capacity, bool)
+        self.keep = np.empty(capacity, bool)
 
-        strip = i8[S] >> 1
-        lens = np.full(K, 2, np.int64)
-        acc = np.zeros(K, bool)
-        special = np.zeros(K, bool)
-        tail = strip == 0
 
-        # -- strips 1..127: y01 from the next word, then the strip's bound tests
-        nt = np.flatnonzero(~tail & (S + 1 < L))
-        special[~tail & (S + 1 >= L)] = True
-        if nt.size:
-            p = S[nt]
-            y01 = np.multiply(W[p + 1], _TWO_M32, dtype=_F32)
-            bad = y01 >= _ONE                          # Boost redraws y01 == 1: rare
-            special[nt[bad]] = True
-            good = ~bad
-            p, y01, s = p[good], y01[good], strip[nt[good]].astype(np.intp)
-            x = np.abs(vals[p])
-            xi, yi = T.nxf[s], T.nyf[s]
-            y = yi + y01 * T.ndy[s]
-            xd = xi - x
-            first = T.ndx[s] * y01 - xd
-            second = y - (yi + xd * yi * xi)
-            convex = T.nconvex[s]
-            ub = np.where(convex, first, second)
-            lb = np.where(convex, second, first)
-            ok = (ub < 0) & (lb < 0)
-            between = np.flatnonzero((ub < 0) & ~(lb < 0))
-            if between.size:
-                xb = x[between]
-                ok[between] = y[between] < _expf(-(xb * xb / _TWO))
-            acc[nt[good]] = ok
+def _gauss_block(W, need, ws):
+    """Parse a block of words into unit-normal samples: ``(z, used)``.
 
-        # -- strip 0: the tail; the common case takes two fast exponential draws
-        tl = np.flatnonzero(tail & (S + 2 < L))
-        special[tail & (S + 2 >= L)] = True
-        if tl.size:
-            p = S[tl]
-            w1, w2 = W[p + 1], W[p + 2]
-            e1, e2 = np.bitwise_and(w1, 0xFF), np.bitwise_and(w2, 0xFF)
-            fast = (w1 < T.ethr_word[e1]) & (w2 < T.ethr_word[e2])
-            a = np.multiply(np.right_shift(w1, 8), T.emult[e1], dtype=_F32) / T.tail_start
-            b = np.multiply(np.right_shift(w2, 8), T.emult[e2], dtype=_F32)
-            ok = fast & (_TWO * b > a * a)
-            sign = np.where(W[p] & 1, _ONE, -_ONE).astype(_F32)
-            vals[p[ok]] = ((a + T.tail_start) * sign)[ok]
-            lens[tl[ok]] = 3
-            acc[tl[ok]] = True
-            special[tl[~ok]] = True
+    Returns at most ``need`` samples, in order, and the number of words they consumed; the
+    words from ``used`` on are left unconsumed.
 
-        # -- the rest one by one (a few per million words)
-        big = L + 1
-        for k in np.flatnonzero(special).tolist():
-            p = int(S[k])
-            got = _scalar_normal_attempt(W, p)
-            if got is None:
-                lens[k] = big                         # needs words past the block
-                acc[k] = False
-            else:
-                z, q = got
-                lens[k] = q - p
-                acc[k] = z is not None
-                if z is not None:
-                    vals[p] = z
+    The attempts form a chain: an attempt starting at word p takes 1 word if its fast test
+    passes (about 97%), 2 words on the slow path of strips 1..127 (p+1 is ``y01``), and 3 or
+    more for the tail (strip 0) or when ``y01`` must be redrawn.  Let s_k be the sorted slow
+    positions and len_k their word counts.  A slow position starts an attempt unless a
+    slow attempt before it covers it (s_j + len_j > s_k, j visited).  So: a slow position no
+    earlier slow word can reach is visited; one only its predecessor can reach is visited
+    iff the predecessor is not (runs of consecutive slow words alternate); the few others
+    (near tails and redraws) are resolved one by one.  Each visited fast word and each
+    accepted slow attempt gives one sample, ``x * sign`` (the tail's value for the tail),
+    in word order.  An attempt needing words past the block end stops the parse there.
+    """
+    L = W.size
+    T = _T
+    i8 = np.bitwise_and(W, 0xFF, out=ws.idx[:L])            # intp: take() is slow otherwise
+    lut = T.normal_lut.take(i8, mode="clip", out=ws.lut[:L])
+    vals = np.multiply(np.right_shift(W, 8, out=ws.hi[:L]), lut.view(_F32)[0::2],
+                       out=ws.vals[:L], dtype=_F32)
+    slow = np.greater_equal(W, lut.view(np.uint32)[1::2], out=ws.slow[:L])
+    S = np.flatnonzero(slow)
+    K = S.size
+    if K == 0:
+        used = min(L, need)
+        return vals[:used].copy(), used
 
-        # -- which slow positions start an attempt
-        reach = S + lens
-        pm = np.maximum.accumulate(reach)
-        indep = np.empty(K, bool)
-        indep[0] = True
-        indep[1:] = S[1:] >= pm[:-1]
-        vis = indep.copy()
-        dep = np.flatnonzero(~indep)
-        if dep.size:
-            ipm = np.maximum.accumulate(np.where(indep, reach, -1))
-            front_indep = ipm[dep - 1].tolist()
-            s_dep = S[dep].tolist()
-            r_dep = reach[dep].tolist()
-            front = -1
-            for j, k in enumerate(dep.tolist()):
-                if s_dep[j] >= max(front, front_indep[j]):
-                    vis[k] = True
-                    if r_dep[j] > front:
-                        front = r_dep[j]
+    strip = i8[S] >> 1
+    tail = strip == 0
+    lens = np.full(K, 2, np.int64)
 
-        used = L
-        cut = np.flatnonzero(vis & (lens >= big))
-        if cut.size:
-            c = cut[0]
-            used = int(S[c])
-            vis[c:] = False
-        keep = np.ones(L, bool)
-        vS, vlen = S[vis], lens[vis]
-        keep[vS[~acc[vis]]] = False
-        j = 1
-        while True:
-            sel = vlen > j
-            if not sel.any():
-                break
-            keep[vS[sel] + j] = False
-            j += 1
-        if used < L:
-            keep[used:] = False
-        count = int(np.count_nonzero(keep))
-        if count >= need:
-            last = int(np.flatnonzero(keep)[need - 1])
-            k = int(np.searchsorted(S, last))
-            used = last + (int(lens[k]) if k < K and S[k] == last else 1)
-            keep[last + 1:] = False
-        return vals[keep], used
+    # -- strips 1..127: y01 from the next word, then the strip's bound tests (evaluated for
+    #    all slow words; tails and redraws are overwritten below)
+    K1 = K if S[-1] + 1 < L else K - 1
+    y01 = np.full(K, 2, _F32)
+    np.multiply(W[S[:K1] + 1], _TWO_M32, out=y01[:K1], dtype=_F32)
+    special = (y01 >= _ONE) & ~tail            # y01 == 1 (Boost redraws it) or past the end
+    c = T.nslow[strip]                          # per-strip float32 constants
+    xi, yi, dx, dy = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+    x = np.abs(vals[S])
+    y = yi + y01 * dy
+    xd = xi - x
+    first = dx * y01 - xd
+    second = y - (yi + xd * yi * xi)
+    convex = T.nconvex[strip]
+    ub = np.where(convex, first, second)
+    lb = np.where(convex, second, first)
+    acc = (ub < 0) & (lb < 0)
+    between = np.flatnonzero((ub < 0) & ~(lb < 0))
+    if between.size:
+        xb = x[between]
+        acc[between] = y[between] < _expf(-(xb * xb / _TWO))
+
+    # -- strip 0: the tail; the common case takes two fast exponential draws
+    tl = np.flatnonzero(tail)
+    if tl.size:
+        acc[tl] = False
+        far = S[tl] + 2 >= L
+        special[tl[far]] = True
+        tl = tl[~far]
+        p = S[tl]
+        w1, w2 = W[p + 1], W[p + 2]
+        e1, e2 = np.bitwise_and(w1, 0xFF), np.bitwise_and(w2, 0xFF)
+        fast = (w1 < T.ethr_word[e1]) & (w2 < T.ethr_word[e2])
+        a = np.multiply(np.right_shift(w1, 8), T.emult[e1], dtype=_F32) / T.tail_start
+        b = np.multiply(np.right_shift(w2, 8), T.emult[e2], dtype=_F32)
+        ok = fast & (_TWO * b > a * a)
+        sign = np.where(W[p] & 1, _ONE, -_ONE).astype(_F32)
+        vals[p[ok]] = ((a + T.tail_start) * sign)[ok]
+        lens[tl[ok]] = 3
+        acc[tl[ok]] = True
+        special[tl[~ok]] = True
+
+    # -- the rest one attempt at a time (a few per hundred thousand words)
+    big = L + 1
+    for k in np.flatnonzero(special).tolist():
+        p = int(S[k])
+        got = _scalar_normal_attempt(W, p)
+        if got is None:
+            lens[k] = big                           # needs words past the block
+            acc[k] = False
+        else:
+            z, q = got
+            lens[k] = q - p
+            acc[k] = z is not None
+            if z is not None:
+                vals[p] = z
+
+    # -- which slow positions start an attempt
+    reach = S + lens
+    pm = np.maximum.accumulate(reach)
+    prev = np.empty(K, np.int64)                    # max reach of the elements before k
+    prev[0] = -1
+    prev[1:] = pm[:-1]
+    vis = S >= prev                                 # nothing earlier reaches: visited
+    if not vis.all():
+        prev2 = np.empty(K, np.int64)               # ... before k-1
+        prev2[:2] = -1
+        prev2[2:] = pm[:-2]
+        simple = ~vis & (prev2 <= S)                # only k-1 reaches k: alternate
+        ar = np.arange(K)
+        head = np.maximum.accumulate(np.where(simple, 0, ar))
+        for k in np.flatnonzero(~vis & ~simple).tolist():
+            sk = int(S[k])
+            covered = False
+            j = k - 1
+            while j >= 0:
+                h = int(head[j])
+                vj = bool(vis[h]) ^ bool((j - h) & 1) if simple[j] else bool(vis[j])
+                if vj and int(reach[j]) > sk:
+                    covered = True
+                    break
+                if j == 0 or int(pm[j - 1]) <= sk:
+                    break
+                j -= 1
+            vis[k] = not covered
+        hs = head[simple]
+        vis[simple] = vis[hs] ^ (((ar[simple] - hs) & 1) == 1)
+
+    used = L
+    cut = np.flatnonzero(vis & (lens >= big))
+    if cut.size:
+        used = int(S[cut[0]])
+        vis[cut[0]:] = False
+    keep = ws.keep[:L]
+    keep.fill(True)
+    vS, vlen = S[vis], lens[vis]
+    keep[vS[~acc[vis]]] = False
+    j = 1
+    while vS.size:
+        keep[vS + j] = False
+        j += 1
+        more = vlen > j
+        vS, vlen = vS[more], vlen[more]
+    if used < L:
+        keep[used:] = False
+    count = int(np.count_nonzero(keep))
+    if count >= need:
+        last = int(np.flatnonzero(keep)[need - 1])
+        k = int(np.searchsorted(S, last))
+        used = last + (int(lens[k]) if k < K and S[k] == last else 1)
+        keep[last + 1:] = False
+    return vals[keep], used
 
 
 class FastRNG:
@@ -858,7 +872,7 @@ class FastRNG:
     """
 
     kind = "fast"
-    chunk = 1 << 20
+    chunk = 1 << 17
 
     def __init__(self, seed=None):
         if isinstance(seed, np.random.Generator):
@@ -896,17 +910,21 @@ class FastRNG:
         if a == b:
             out.fill(a)
             return out
-        self._gen.random(dtype=_F32, out=out)
         width = _F32(b - a)
-        if np.isfinite(width):
-            out *= width
-            out += a
-        else:                                       # the range overflows float32
-            out *= _F32(b / _TWO - a / _TWO)
-            out += _F32(a / _TWO)
-            out *= _TWO
-        # rounding can land on b itself; keep the interval half-open
-        np.minimum(out, np.nextafter(b, -np.inf, dtype=_F32), out=out)
+        wide = not np.isfinite(width)             # the range overflows float32
+        if wide:
+            width, base = _F32(b / _TWO - a / _TWO), _F32(a / _TWO)
+        below_b = np.nextafter(b, -np.inf, dtype=_F32)
+        for pos in range(0, n, self.chunk):       # cache-sized pieces: one trip to memory
+            o = out[pos:pos + self.chunk]
+            self._gen.random(dtype=_F32, out=o)
+            o *= width
+            if wide:
+                o += base
+                o *= _TWO
+            else:
+                o += a
+            np.minimum(o, below_b, out=o)         # rounding can land on b: keep [a, b)
         return out
 
     def gaussian(self, n, mu=0.0, sigma=1.0):
@@ -917,11 +935,13 @@ class FastRNG:
         if not sigma > 0:
             raise ValueError(f"A Gaussian fill needs std > 0, got {sigma}.")
         out = np.empty(n, _F32)
-        self._gen.standard_normal(dtype=_F32, out=out)
-        if sigma != 1:
-            out *= sigma
-        if mu != 0:
-            out += mu
+        for pos in range(0, n, self.chunk):
+            o = out[pos:pos + self.chunk]
+            self._gen.standard_normal(dtype=_F32, out=o)
+            if sigma != 1:
+                o *= sigma
+            if mu != 0:
+                o += mu
         return out
 
     def bernoulli(self, n, p):
