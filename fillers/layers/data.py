@@ -15,8 +15,19 @@ def _dims(shape_msg):
     return tuple(int(d) for d in shape_msg.dim)
 
 
+class _GraphInput:
+    """Mixin of the data layers: in an ONNX export their tops are the graph inputs."""
+
+    #: the exporter declares this layer's tops graph inputs
+    is_graph_input = True
+
+    def lower(self, ctx):
+        for i in range(len(ctx.outputs)):
+            ctx.graph_input(i)
+
+
 @register("Input")
-class Input(LayerType):
+class Input(_GraphInput, LayerType):
     """Net inputs with shapes from ``input_param.shape`` (one for all tops or one each)."""
 
     bottoms = (0, 0)
@@ -33,7 +44,7 @@ class Input(LayerType):
 
 
 @register("DummyData")
-class DummyData(LayerType):
+class DummyData(_GraphInput, LayerType):
     """Tops filled by ``data_filler``s; shapes from ``shape`` (or legacy num/channels/
     height/width), one for all tops or one each."""
 
@@ -71,9 +82,13 @@ class DummyData(LayerType):
             return [caffe_pb2.FillerParameter()] * n
         return [f[0] if len(f) == 1 else f[i] for i in range(n)]
 
+    def lower(self, ctx):
+        ctx.warn("DummyData tops become graph inputs (Caffe fills them with data_filler at set-up)")
+        super().lower(ctx)
+
 
 @register("MemoryData")
-class MemoryData(LayerType):
+class MemoryData(_GraphInput, LayerType):
     """Data pushed from memory: ``[batch_size, channels, height, width]`` and a label
     ``[batch_size]``."""
 
@@ -88,7 +103,7 @@ class MemoryData(LayerType):
         return [dims, (dims[0],)]
 
 
-class ExternalData(LayerType):
+class ExternalData(_GraphInput, LayerType):
     """A data layer whose shapes only exist at run time (a database, files, Python)."""
 
     bottoms = (0, 0)
@@ -116,6 +131,11 @@ class FileData(ExternalData):
     bottoms = (0, None)
     tops = (0, None)
     label_defaults = False
+
+    def lower(self, ctx):
+        if ctx.inputs:
+            ctx.unsupported("a Python layer with bottoms runs user code, which ONNX cannot express")
+        super().lower(ctx)
 
 
 @register("HDF5Output")
