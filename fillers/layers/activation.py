@@ -1,14 +1,196 @@
-"""Element-wise layers: activations, Power/Exp/Log, Dropout, PReLU."""
+"""Element-wise layers: activations, Power/Exp/Log, Dropout, PReLU.
+
+Each type states its ONNX lowering next to Caffe's formula (from Caffe's
+``<type>_layer.cpp``, ``Forward_cpu``).  Constants that Caffe derives in ``LayerSetUp`` are
+derived here the same way, in float32.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import LayerType, ParamBlob, register, OTHER
 
+f32 = np.float32
 
-@register("ReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log",
-          "Threshold", "Clip", "Swish", "Dropout")
+
 class Elementwise(LayerType):
     """One bottom, one top of the same shape, no parameters."""
+
+
+@register("ReLU")
+class ReLU(Elementwise):
+    """``max(x, 0) + negative_slope * min(x, 0)`` -> Relu, or LeakyRelu(alpha=negative_slope)."""
+
+    def lower(self, ctx):
+        slope = float(self.lp.relu_param.negative_slope)
+        if slope == 0.0:
+            ctx.node("Relu", ctx.inputs, ctx.outputs[0])
+        else:
+            ctx.node("LeakyRelu", ctx.inputs, ctx.outputs[0], alpha=slope)
+
+
+@register("ELU")
+class ELU(Elementwise):
+    """``max(x, 0) + alpha * (exp(min(x, 0)) - 1)`` -> Elu(alpha)."""
+
+    def lower(self, ctx):
+        ctx.node("Elu", ctx.inputs, ctx.outputs[0], alpha=float(self.lp.elu_param.alpha))
+
+
+@register("Sigmoid")
+class Sigmoid(Elementwise):
+    """``1 / (1 + exp(-x))`` -> Sigmoid."""
+
+    def lower(self, ctx):
+        ctx.node("Sigmoid", ctx.inputs, ctx.outputs[0])
+
+
+@register("TanH")
+class TanH(Elementwise):
+    """``tanh(x)`` -> Tanh."""
+
+    def lower(self, ctx):
+        ctx.node("Tanh", ctx.inputs, ctx.outputs[0])
+
+
+@register("AbsVal")
+class AbsVal(Elementwise):
+    """``|x|`` -> Abs."""
+
+    def lower(self, ctx):
+        ctx.node("Abs", ctx.inputs, ctx.outputs[0])
+
+
+@register("BNLL")
+class BNLL(Elementwise):
+    """``log(1 + exp(x))`` (Caffe's stable form ``x + log(1 + exp(-x))`` for x > 0) -> Softplus."""
+
+    def lower(self, ctx):
+        ctx.node("Softplus", ctx.inputs, ctx.outputs[0])
+
+
+@register("Power")
+class Power(Elementwise):
+    """``(shift + scale * x) ^ power``; when ``power * scale == 0`` Caffe writes the constant
+    ``1`` (power 0) or ``shift ^ power`` without reading x."""
+
+    def lower(self, ctx):
+        p = self.lp.power_param
+        power, scale, shift = f32(p.power), f32(p.scale), f32(p.shift)
+        shape = ctx.top_shapes[0]
+        if power * scale == 0:
+            value = f32(1) if power == 0 else f32(np.power(shift, power))
+            ctx.node("Expand", [ctx.scalar(value, "value"), ctx.ints(shape, "shape")], ctx.outputs[0])
+            return
+        steps = []
+        if scale != 1:
+            steps.append(("Mul", scale))
+        if shift != 0:
+            steps.append(("Add", shift))
+        if power != 1:
+            steps.append(("Pow", power))
+        _chain(ctx, ctx.inputs[0], steps)
+
+
+def _chain(ctx, x, steps):
+    """Apply ``[(op, scalar)]`` in order, the last writing the layer's top."""
+    if not steps:
+        ctx.node("Identity", [x], ctx.outputs[0])
+        return
+    for k, (op, value) in enumerate(steps):
+        out = ctx.outputs[0] if k == len(steps) - 1 else None
+        x = ctx.node(op, [x, ctx.scalar(value, op.lower())], out)
+
+
+@register("Exp")
+class Exp(Elementwise):
+    """``base ^ (shift + scale * x)`` (base -1: e), computed as Caffe does:
+    ``outer * exp(inner * x)`` with ``inner = log(base) * scale``, ``outer = base ^ shift``."""
+
+    def lower(self, ctx):
+        p = self.lp.exp_param
+        base, scale, shift = f32(p.base), f32(p.scale), f32(p.shift)
+        if base != -1 and base <= 0:
+            ctx.unsupported(f"base {base} must be strictly positive (or -1 for e)")
+        log_base = f32(1) if base == -1 else f32(np.log(base))
+        inner = f32(log_base * scale)
+        outer = f32(1) if shift == 0 else (f32(np.power(base, shift)) if base != -1 else f32(np.exp(shift)))
+        x = ctx.inputs[0]
+        if inner != 1:
+            x = ctx.node("Mul", [x, ctx.scalar(inner, "inner_scale")])
+        if outer != 1:
+            x = ctx.node("Exp", [x])
+            ctx.node("Mul", [x, ctx.scalar(outer, "outer_scale")], ctx.outputs[0])
+        else:
+            ctx.node("Exp", [x], ctx.outputs[0])
+
+
+@register("Log")
+class Log(Elementwise):
+    """``log_base(shift + scale * x)`` (base -1: e): ``log(shift + scale * x) / log(base)``."""
+
+    def lower(self, ctx):
+        p = self.lp.log_param
+        base, scale, shift = f32(p.base), f32(p.scale), f32(p.shift)
+        if base != -1 and base <= 0:
+            ctx.unsupported(f"base {base} must be strictly positive (or -1 for e)")
+        log_base = f32(1) if base == -1 else f32(np.log(base))
+        base_scale = f32(f32(1) / log_base)
+        x = ctx.inputs[0]
+        if scale != 1:
+            x = ctx.node("Mul", [x, ctx.scalar(scale, "scale")])
+        if shift != 0:
+            x = ctx.node("Add", [x, ctx.scalar(shift, "shift")])
+        if base_scale != 1:
+            x = ctx.node("Log", [x])
+            ctx.node("Mul", [x, ctx.scalar(base_scale, "base_scale")], ctx.outputs[0])
+        else:
+            ctx.node("Log", [x], ctx.outputs[0])
+
+
+@register("Threshold")
+class Threshold(Elementwise):
+    """``1 if x > threshold else 0`` -> Cast(Greater)."""
+
+    def lower(self, ctx):
+        g = ctx.node("Greater", [ctx.inputs[0], ctx.scalar(self.lp.threshold_param.threshold, "threshold")])
+        ctx.node("Cast", [g], ctx.outputs[0], to=1)
+
+
+@register("Clip")
+class Clip(Elementwise):
+    """``max(min, min(x, max))`` -> Clip (Min then Max when min > max, as Caffe's order gives)."""
+
+    def lower(self, ctx):
+        p = self.lp.clip_param
+        lo, hi = f32(p.min), f32(p.max)
+        if lo <= hi:
+            ctx.node("Clip", [ctx.inputs[0], ctx.scalar(lo, "min"), ctx.scalar(hi, "max")], ctx.outputs[0])
+        else:
+            m = ctx.node("Min", [ctx.inputs[0], ctx.scalar(hi, "max")])
+            ctx.node("Max", [m, ctx.scalar(lo, "min")], ctx.outputs[0])
+
+
+@register("Swish")
+class Swish(Elementwise):
+    """``x * sigmoid(beta * x)``."""
+
+    def lower(self, ctx):
+        beta = f32(self.lp.swish_param.beta)
+        x = ctx.inputs[0]
+        z = x if beta == 1 else ctx.node("Mul", [x, ctx.scalar(beta, "beta")])
+        s = ctx.node("Sigmoid", [z])
+        ctx.node("Mul", [x, s], ctx.outputs[0])
+
+
+@register("Dropout")
+class Dropout(Elementwise):
+    """At test time Caffe copies the bottom (its dropout is inverted: the scaling happens
+    at training), so the lowering is an identity."""
+
+    def lower(self, ctx):
+        ctx.node("Identity", ctx.inputs, ctx.outputs[0])
 
 
 @register("PReLU")
@@ -22,3 +204,12 @@ class PReLU(LayerType):
             self.fail("PReLU needs a bottom of at least 2 axes")
         shape = () if p.channel_shared else (int(bottoms[0][1]),)
         return [ParamBlob("slope", shape, self.filler(p, "filler", {"type": "constant", "value": 0.25}), OTHER)]
+
+    def lower(self, ctx):
+        nd = len(ctx.bottom_shapes[0])
+        if self.lp.prelu_param.channel_shared:
+            slope = ctx.param(0, (1,))
+        else:
+            # PRelu broadcasts from the right: [C] must become [C, 1, ..., 1]
+            slope = ctx.param(0, (ctx.bottom_shapes[0][1],) + (1,) * (nd - 2))
+        ctx.node("PRelu", [ctx.inputs[0], slope], ctx.outputs[0])
