@@ -114,6 +114,26 @@ class _ConvBase(LayerType):
         top = (*shape[:axis], int(self.lp.convolution_param.num_output), *out)
         return [top] * len(bottoms)
 
+    def lower(self, ctx):
+        """Convolution -> Conv, Deconvolution -> ConvTranspose (ONNX's weight layouts are
+        Caffe's).  A channel axis other than 1 is handled by folding the leading axes into
+        one batch axis and unfolding the result."""
+        shape, axis, kernel, stride, pad, dilation, _, group = self._setup(ctx.bottom_shapes)
+        p = self.lp.convolution_param
+        if not kernel:
+            ctx.unsupported("a convolution without spatial axes has no ONNX Conv equivalent")
+        op = "ConvTranspose" if self.transposed else "Conv"
+        weights = [ctx.param(0)] + ([ctx.param(1)] if p.bias_term else [])
+        lead = self.count(shape, 0, axis)
+        for x, out, top in zip(ctx.inputs, ctx.outputs, ctx.top_shapes):
+            folded = axis != 1
+            if folded:
+                x = ctx.reshape(x, (lead, *shape[axis:]))
+            y = ctx.node(op, [x] + weights, None if folded else out, kernel_shape=list(kernel),
+                         strides=list(stride), pads=list(pad) + list(pad), dilations=list(dilation), group=group)
+            if folded:
+                ctx.reshape(y, top, out)
+
 
 @register("Convolution")
 class Convolution(_ConvBase):
@@ -125,3 +145,4 @@ class Deconvolution(_ConvBase):
     """Transposed convolution, weights ``[C_in, num_output / group, k...]``."""
 
     transposed = True
+

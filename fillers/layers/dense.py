@@ -30,6 +30,24 @@ class InnerProduct(LayerType):
         n, _, axis = self._nk(bottoms)
         return [(*bottoms[0][:axis], n)]
 
+    def lower(self, ctx):
+        """Fold the bottom to ``[M, K]`` (M the product of the dims before ``axis``), Gemm
+        with the weights (``transB`` unless ``transpose``) and the bias, unfold to the top."""
+        p = self.lp.inner_product_param
+        n, k, axis = self._nk(ctx.bottom_shapes)
+        shape = ctx.bottom_shapes[0]
+        m = self.count(shape, 0, axis)
+        x = ctx.inputs[0]
+        if shape != (m, k):
+            x = ctx.reshape(x, (m, k))
+        ins = [x, ctx.param(0)] + ([ctx.param(1)] if p.bias_term else [])
+        top = ctx.top_shapes[0]
+        if top == (m, n):
+            ctx.node("Gemm", ins, ctx.outputs[0], transB=0 if p.transpose else 1)
+        else:
+            y = ctx.node("Gemm", ins, transB=0 if p.transpose else 1)
+            ctx.reshape(y, top, ctx.outputs[0])
+
 
 @register("Embed")
 class Embed(LayerType):
@@ -48,3 +66,13 @@ class Embed(LayerType):
 
     def outputs(self, bottoms):
         return [(*bottoms[0], int(self.lp.embed_param.num_output))]
+
+    def lower(self, ctx):
+        """Caffe reads the float indices with ``static_cast<int>`` (truncation): Cast to
+        int64, Gather rows of the weights, add the bias."""
+        idx = ctx.node("Cast", [ctx.inputs[0]], to=7)
+        if self.lp.embed_param.bias_term:
+            g = ctx.node("Gather", [ctx.param(0), idx], axis=0)
+            ctx.node("Add", [g, ctx.param(1)], ctx.outputs[0])
+        else:
+            ctx.node("Gather", [ctx.param(0), idx], ctx.outputs[0], axis=0)

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import BIAS, OTHER, WEIGHT, LayerType, ParamBlob, register
+
+
+def _channel_view(shape):
+    """The shape a per-channel ``[C]`` vector takes to broadcast over ``shape`` (axis 1)."""
+    nd = len(shape)
+    if nd < 2:
+        return (1,)
+    return (int(shape[1]),) + (1,) * (nd - 2)
+
+
+def _span_view(span, axis, nd):
+    """A blob covering axes ``[axis, axis + len(span))`` of an ``nd``-axis bottom, shaped to
+    broadcast (numpy rules: trailing ones; leading axes broadcast by themselves)."""
+    span = tuple(int(d) for d in span)
+    if not span:
+        return ()
+    return span + (1,) * (nd - axis - len(span))
 
 
 @register("BatchNorm")
@@ -16,6 +35,39 @@ class BatchNorm(LayerType):
         shape = bottoms[0]
         c = int(shape[1]) if len(shape) > 1 else 1
         return [ParamBlob("mean", (c,)), ParamBlob("variance", (c,)), ParamBlob("scale_factor", (1,))]
+
+    def use_global_stats(self) -> bool:
+        """Caffe: ``use_global_stats`` defaults to ``phase == TEST``; an export is inference,
+        so only an explicit ``use_global_stats: false`` selects batch statistics."""
+        p = self.lp.batch_norm_param
+        return bool(p.use_global_stats) if p.HasField("use_global_stats") else True
+
+    def lower(self, ctx):
+        """Global statistics: ``f = blob2[0]``, ``s = 0 if f == 0 else 1 / f``; Caffe computes
+        ``(x - mean * s) / sqrt(var * s + eps)`` in float32: the two per-channel constants
+        are derived the same way here, then Sub and Div.  Batch statistics (explicit
+        ``use_global_stats: false``): mean and population variance over every axis but 1."""
+        shape = ctx.bottom_shapes[0]
+        nd = len(shape)
+        eps = np.float32(self.lp.batch_norm_param.eps)
+        view = _channel_view(shape)
+        x = ctx.inputs[0]
+        if self.use_global_stats():
+            mean, var, factor = (np.asarray(a, dtype=np.float32) for a in ctx.params)
+            f = np.float32(factor.ravel()[0])
+            scale = np.float32(0) if f == 0 else np.float32(np.float32(1) / f)
+            m = (mean * scale).astype(np.float32)
+            d = np.sqrt((var * scale).astype(np.float32) + eps).astype(np.float32)
+            xc = ctx.node("Sub", [x, ctx.const(m.reshape(view), "mean")])
+            ctx.node("Div", [xc, ctx.const(d.reshape(view), "std")], ctx.outputs[0])
+            return
+        ctx.warn("use_global_stats is false: exported with batch statistics, as Caffe computes them")
+        axes = [0] + list(range(2, nd))
+        mean = ctx.reduce("ReduceMean", x, axes)
+        xc = ctx.node("Sub", [x, mean])
+        var = ctx.reduce("ReduceMean", ctx.node("Mul", [xc, xc]), axes)
+        d = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar(eps, "eps")])])
+        ctx.node("Div", [xc, d], ctx.outputs[0])
 
 
 def _axis_span(layer, shape, axis, num_axes, what):
@@ -59,6 +111,29 @@ class Scale(LayerType):
                           f"shape {list(bottoms[0])} from axis {axis}")
         return [tuple(bottoms[0])]
 
+    def lower(self, ctx):
+        """Mul by the scale (a blob, or bottom 1) shaped to broadcast from ``axis``; Add the
+        bias likewise."""
+        p = self.lp.scale_param
+        shape = ctx.bottom_shapes[0]
+        nd = len(shape)
+        if len(ctx.inputs) == 1:
+            axis, span = _axis_span(self, shape, p.axis, p.num_axes, "the scale")
+            scale = ctx.param(0, _span_view(span, axis, nd))
+        else:
+            span = ctx.bottom_shapes[1]
+            axis = 0 if not span else self.canonical_axis(p.axis, nd)
+            view = _span_view(span, axis, nd)
+            scale = ctx.inputs[1] if view == tuple(span) else ctx.reshape(ctx.inputs[1], view)
+        if not p.bias_term:
+            ctx.node("Mul", [ctx.inputs[0], scale], ctx.outputs[0])
+            return
+        y = ctx.node("Mul", [ctx.inputs[0], scale])
+        n = len(ctx.bottom_shapes[1]) if len(ctx.inputs) > 1 else p.num_axes
+        baxis, bspan = _axis_span(self, shape, p.axis, n, "the bias")
+        bias = ctx.param(len(ctx.params) - 1, _span_view(bspan, baxis, nd))
+        ctx.node("Add", [y, bias], ctx.outputs[0])
+
 
 @register("Bias")
 class Bias(LayerType):
@@ -83,6 +158,21 @@ class Bias(LayerType):
                           f"shape {list(bottoms[0])} from axis {axis}")
         return [tuple(bottoms[0])]
 
+    def lower(self, ctx):
+        """Add the bias (a blob, or bottom 1) shaped to broadcast from ``axis``."""
+        p = self.lp.bias_param
+        shape = ctx.bottom_shapes[0]
+        nd = len(shape)
+        if len(ctx.inputs) == 1:
+            axis, span = _axis_span(self, shape, p.axis, p.num_axes, "the bias")
+            bias = ctx.param(0, _span_view(span, axis, nd))
+        else:
+            span = ctx.bottom_shapes[1]
+            axis = 0 if not span else self.canonical_axis(p.axis, nd)
+            view = _span_view(span, axis, nd)
+            bias = ctx.inputs[1] if view == tuple(span) else ctx.reshape(ctx.inputs[1], view)
+        ctx.node("Add", [ctx.inputs[0], bias], ctx.outputs[0])
+
 
 @register("LRN")
 class LRN(LayerType):
@@ -96,10 +186,56 @@ class LRN(LayerType):
             self.fail("local_size must be odd")
         return [tuple(bottoms[0])]
 
+    def lower(self, ctx):
+        """ACROSS_CHANNELS: ONNX LRN is Caffe's formula (``k + alpha/size * sum x^2``)^-beta.
+        WITHIN_CHANNEL: Caffe builds it from layers: ``x * (1 + alpha * avg)^-beta`` with
+        ``avg`` the AVE pooling of x^2 (size x size, pad (size-1)/2, stride 1), whose
+        windows never pass the padded edge, so the divisor is always size^2 and ``k`` is not
+        used.  AveragePool(count_include_pad=1) gives exactly that average."""
+        p = self.lp.lrn_param
+        size = int(p.local_size)
+        alpha, beta, k = float(p.alpha), float(p.beta), float(p.k)
+        x = ctx.inputs[0]
+        if p.norm_region == 0:  # ACROSS_CHANNELS
+            ctx.node("LRN", [x], ctx.outputs[0], size=size, alpha=alpha, beta=beta, bias=k)
+            return
+        pre = (size - 1) // 2
+        sq = ctx.node("Mul", [x, x])
+        avg = ctx.node("AveragePool", [sq], kernel_shape=[size, size], strides=[1, 1], pads=[pre] * 4,
+                       count_include_pad=1)
+        base = ctx.node("Add", [ctx.node("Mul", [avg, ctx.scalar(alpha, "alpha")]), ctx.scalar(1.0, "one")])
+        scale = ctx.node("Pow", [base, ctx.scalar(-beta, "neg_beta")])
+        ctx.node("Mul", [x, scale], ctx.outputs[0])
+
 
 @register("MVN")
 class MVN(LayerType):
     """Mean (and variance) normalisation per sample (and per channel unless across_channels)."""
+
+    def lower(self, ctx):
+        """Caffe: ``x - mean``; with normalize_variance, divided by ``sqrt(var) + eps`` (eps
+        added to the standard deviation), var the population variance; over all axes from
+        1 (across_channels) or from 2."""
+        p = self.lp.mvn_param
+        shape = ctx.bottom_shapes[0]
+        nd = len(shape)
+        axes = list(range(1 if p.across_channels else 2, nd))
+        x = ctx.inputs[0]
+        if not axes:  # one value per group: x - mean is 0
+            xc = ctx.node("Sub", [x, x])
+            if p.normalize_variance:
+                ctx.node("Div", [xc, ctx.scalar(np.float32(p.eps), "eps")], ctx.outputs[0])
+            else:
+                ctx.node("Identity", [xc], ctx.outputs[0])
+            return
+        mean = ctx.reduce("ReduceMean", x, axes)
+        if not p.normalize_variance:
+            ctx.node("Sub", [x, mean], ctx.outputs[0])
+            return
+        xc = ctx.node("Sub", [x, mean])
+        var = ctx.reduce("ReduceMean", ctx.node("Mul", [xc, xc]), axes)
+        std = ctx.node("Add", [ctx.node("Sqrt", [var]), ctx.scalar(np.float32(p.eps), "eps")])
+        ctx.node("Div", [xc, std], ctx.outputs[0])
 
 
 __all__ = ["BatchNorm", "Scale", "Bias", "LRN", "MVN", "OTHER"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .base import LayerType, register
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
@@ -70,6 +72,93 @@ def pooling_geometry(lp, shape):
     return kernel, stride, pad, out
 
 
+def pool_end_pads(sizes, kernel, stride, pad, out):
+    """End pads that make ONNX's floor-mode pooling produce Caffe's output sizes ``out``.
+
+    ONNX: ``floor((size + pad + end - k) / s) + 1``.  The last window starts at
+    ``(out - 1) * s - pad``, so ``end = (out - 1) * s + k - size - pad`` (at least 0).
+    Raises ValueError when a window would lie wholly outside the input (Caffe's
+    unpadded ceil mode can do that when the stride passes the kernel).
+    """
+    ends = []
+    for size, k, s, p, o in zip(sizes, kernel, stride, pad, out):
+        e = max(0, (o - 1) * s + k - size - p)
+        if (size + p + e - k) // s + 1 != o or e >= k or (o - 1) * s - p >= size:
+            raise ValueError(f"a window of size {k} at stride {s} lies outside the input of size {size}")
+        ends.append(e)
+    return ends
+
+
+def ave_divisors(size, kernel, stride, pad, out):
+    """Caffe's AVE divisor along one axis: the window clipped to ``[-pad, size + pad)``."""
+    d = []
+    for o in range(out):
+        start = o * stride - pad
+        end = min(start + kernel, size + pad)
+        d.append(end - start)
+    return np.asarray(d, dtype=np.int64)
+
+
+def lower_pool(ctx, x, shape, method, kernel, stride, pad, out, top, mask_top=None):
+    """Emit Caffe's pooling of ``x`` (N, C, H, W) into the tensor named ``top``.
+
+    MAX: MaxPool with explicit (asymmetric) pads, floor mode: the output size is Caffe's.
+    AVE: AveragePool(count_include_pad=1) with the same pads gives window sums / (kh kw);
+    where Caffe's divisor (the window clipped to [-pad, size + pad)) differs, a constant
+    (kh kw / divisor) per output position corrects it.  STOCHASTIC (test time, as Caffe's
+    GPU code; its CPU forward is not implemented): sum(x^2) / sum(x) over the window, 0
+    where the sum is not positive.  ``mask_top``: MAX's second top, Caffe's argmax index
+    within the channel plane (h * W + w), as float.
+    """
+    n, c, h, w = shape
+    try:
+        ends = pool_end_pads((h, w), kernel, stride, pad, out)
+    except ValueError as exc:
+        ctx.unsupported(str(exc))
+    pads = [int(pad[0]), int(pad[1]), int(ends[0]), int(ends[1])]
+    kernel = [int(k) for k in kernel]
+    stride = [int(s) for s in stride]
+    is_global = list(kernel) == [h, w] and not any(pads) and list(out) == [1, 1]
+    if method == MAX:
+        if mask_top is not None:
+            y, idx = ctx.node("MaxPool", [x], [top, ctx.fresh("indices")], kernel_shape=kernel, strides=stride,
+                              pads=pads)
+            plane = ctx.node("Mod", [idx, ctx.const(np.int64(h * w), "plane", np.int64)])
+            ctx.node("Cast", [plane], mask_top, to=1)
+        elif is_global:
+            ctx.node("GlobalMaxPool", [x], top)
+        else:
+            ctx.node("MaxPool", [x], top, kernel_shape=kernel, strides=stride, pads=pads)
+        return
+    if method == AVE:
+        dh = ave_divisors(h, kernel[0], stride[0], pad[0], out[0])
+        dw = ave_divisors(w, kernel[1], stride[1], pad[1], out[1])
+        div = np.outer(dh, dw)
+        full = kernel[0] * kernel[1]
+        if is_global:
+            ctx.node("GlobalAveragePool", [x], top)
+        elif np.all(div == full):
+            ctx.node("AveragePool", [x], top, kernel_shape=kernel, strides=stride, pads=pads, count_include_pad=1)
+        else:
+            y = ctx.node("AveragePool", [x], kernel_shape=kernel, strides=stride, pads=pads, count_include_pad=1)
+            factor = (np.float64(full) / div).astype(np.float32)
+            ctx.node("Mul", [y, ctx.const(factor, "divisor_fix")], top)
+        return
+    if method == STOCHASTIC:
+        ctx.warn("STOCHASTIC pooling exported with Caffe's test-time rule sum(x^2)/sum(x) (its GPU code; "
+                 "Caffe's CPU forward is not implemented)")
+        full = float(kernel[0] * kernel[1])
+        attrs = dict(kernel_shape=kernel, strides=stride, pads=pads, count_include_pad=1)
+        s1 = ctx.node("Mul", [ctx.node("AveragePool", [x], **attrs), ctx.scalar(full, "window")])
+        sq = ctx.node("Mul", [x, x])
+        s2 = ctx.node("Mul", [ctx.node("AveragePool", [sq], **attrs), ctx.scalar(full, "window")])
+        pos = ctx.node("Greater", [s1, ctx.scalar(0.0, "zero")])
+        ratio = ctx.node("Div", [s2, s1])
+        ctx.node("Where", [pos, ratio, ctx.scalar(0.0, "zero")], top)
+        return
+    ctx.unsupported(f"unknown pooling method {method}")
+
+
 @register("Pooling")
 class Pooling(LayerType):
     """MAX / AVE / STOCHASTIC pooling with Caffe's ceil-and-clip output size."""
@@ -82,6 +171,12 @@ class Pooling(LayerType):
         n, c = bottoms[0][:2]
         _, _, _, out = pooling_geometry(self.lp, bottoms[0])
         return [(n, c, *out)] * len(self.lp.top)
+
+    def lower(self, ctx):
+        kernel, stride, pad, out = pooling_geometry(self.lp, ctx.bottom_shapes[0])
+        mask = ctx.outputs[1] if len(ctx.outputs) > 1 else None
+        lower_pool(ctx, ctx.inputs[0], ctx.bottom_shapes[0], self.lp.pooling_param.pool, kernel, stride, pad, out,
+                   ctx.outputs[0], mask)
 
 
 def spp_level(h: int, w: int, level: int):
@@ -115,3 +210,23 @@ class SPP(LayerType):
                 return [(n, c, oh, ow)]
             total += c * oh * ow
         return [(n, total)]
+
+    def lower(self, ctx):
+        """Each pyramid level is a Pooling with Caffe's geometry, flattened to
+        ``[N, C * oh * ow]``; the levels are concatenated on axis 1."""
+        p = self.lp.spp_param
+        n, c, h, w = ctx.bottom_shapes[0]
+        parts = []
+        for level in range(p.pyramid_height):
+            kernel, stride, pad = spp_level(h, w, level)
+            if any(pd >= k for pd, k in zip(pad, kernel)):
+                ctx.unsupported(f"pyramid level {level} needs pad {list(pad)} >= kernel {list(kernel)}, which "
+                                "Caffe's Pooling rejects")
+            out = [pooled_size(h, kernel[0], stride[0], pad[0]), pooled_size(w, kernel[1], stride[1], pad[1])]
+            if p.pyramid_height == 1:
+                lower_pool(ctx, ctx.inputs[0], (n, c, h, w), p.pool, kernel, stride, pad, out, ctx.outputs[0])
+                return
+            y = ctx.fresh(f"level{level}")
+            lower_pool(ctx, ctx.inputs[0], (n, c, h, w), p.pool, kernel, stride, pad, out, y)
+            parts.append(ctx.reshape(y, (n, c * out[0] * out[1])))
+        ctx.node("Concat", parts, ctx.outputs[0], axis=1)
