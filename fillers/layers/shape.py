@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import LayerType, ParamBlob, register
 from .conv import spatial_settings
 
@@ -29,6 +31,14 @@ class Concat(LayerType):
                               f"{list(first)} on axis {j} (only axis {axis} may differ)")
             total += int(b[axis])
         return [(*first[:axis], total, *first[axis + 1:])]
+
+    def lower(self, ctx):
+        p = self.lp.concat_param
+        axis = self.canonical_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, len(ctx.bottom_shapes[0]))
+        if len(ctx.inputs) == 1:
+            ctx.node("Identity", ctx.inputs, ctx.outputs[0])
+        else:
+            ctx.node("Concat", ctx.inputs, ctx.outputs[0], axis=axis)
 
 
 @register("Slice")
@@ -65,6 +75,12 @@ class Slice(LayerType):
             sizes = [dim // n_top] * n_top
         return [(*shape[:axis], s, *shape[axis + 1:]) for s in sizes]
 
+    def lower(self, ctx):
+        p = self.lp.slice_param
+        shape = ctx.bottom_shapes[0]
+        axis = self.canonical_axis(p.slice_dim if p.HasField("slice_dim") else p.axis, len(shape))
+        ctx.split(ctx.inputs[0], [t[axis] for t in ctx.top_shapes], axis, ctx.outputs)
+
 
 @register("Split")
 class Split(LayerType):
@@ -74,6 +90,10 @@ class Split(LayerType):
 
     def outputs(self, bottoms):
         return [tuple(bottoms[0])] * len(self.lp.top)
+
+    def lower(self, ctx):
+        for out in ctx.outputs:
+            ctx.node("Identity", ctx.inputs, out)
 
 
 @register("Crop")
@@ -108,6 +128,20 @@ class Crop(LayerType):
         axis, _ = self.crop(bottoms)
         a, b = tuple(bottoms[0]), tuple(bottoms[1])
         return [(*a[:axis], *b[axis:])]
+
+    def lower(self, ctx):
+        """Slice bottom 0 from the offsets on the axes from ``axis`` (bottom 1 only gives
+        the size)."""
+        axis, starts = self.crop(ctx.bottom_shapes)
+        top = ctx.top_shapes[0]
+        axes = [i for i in range(axis, len(top))]
+        if not axes:
+            ctx.node("Identity", [ctx.inputs[0]], ctx.outputs[0])
+            return
+        st = [starts[i] for i in axes]
+        en = [starts[i] + top[i] for i in axes]
+        ctx.node("Slice", [ctx.inputs[0], ctx.ints(st, "starts"), ctx.ints(en, "ends"), ctx.ints(axes, "axes")],
+                 ctx.outputs[0])
 
 
 @register("Reshape")
@@ -157,6 +191,10 @@ class Reshape(LayerType):
     def outputs(self, bottoms):
         return [self.target(bottoms)]
 
+    def lower(self, ctx):
+        """The final shape (0 copied, -1 inferred) is known from the net model."""
+        ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
+
 
 @register("Flatten")
 class Flatten(LayerType):
@@ -168,6 +206,9 @@ class Flatten(LayerType):
         a = self.canonical_axis(p.axis, len(s))
         e = self.canonical_axis(p.end_axis, len(s))
         return [(*s[:a], self.count(s, a, e + 1), *s[e + 1:])]
+
+    def lower(self, ctx):
+        ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
 
 
 @register("Tile")
@@ -182,6 +223,13 @@ class Tile(LayerType):
             self.fail("tiles must be greater than zero")
         s[a] *= p.tiles
         return [tuple(s)]
+
+    def lower(self, ctx):
+        p = self.lp.tile_param
+        nd = len(ctx.bottom_shapes[0])
+        reps = [1] * nd
+        reps[self.canonical_axis(p.axis, nd)] = int(p.tiles)
+        ctx.node("Tile", [ctx.inputs[0], ctx.ints(reps, "repeats")], ctx.outputs[0])
 
 
 @register("Eltwise")
@@ -201,6 +249,22 @@ class Eltwise(LayerType):
                 self.fail(f"bottom {i} has shape {list(b)}, bottom 0 {list(bottoms[0])}; they must match")
         return [tuple(bottoms[0])]
 
+    def lower(self, ctx):
+        """PROD: Mul; SUM: ``sum coeff_i * x_i`` accumulated left to right as Caffe's axpy
+        loop does; MAX: Max."""
+        p = self.lp.eltwise_param
+        xs = list(ctx.inputs)
+        if p.operation == 2:  # MAX
+            ctx.node("Max", xs, ctx.outputs[0])
+            return
+        op = "Mul" if p.operation == 0 else "Add"
+        if p.operation == 1 and len(p.coeff):
+            xs = [x if np.float32(c) == 1 else ctx.node("Mul", [x, ctx.scalar(c, "coeff")])
+                  for x, c in zip(xs, p.coeff)]
+        acc = xs[0]
+        for k, x in enumerate(xs[1:], 1):
+            acc = ctx.node(op, [acc, x], ctx.outputs[0] if k == len(xs) - 1 else None)
+
 
 @register("Reduction")
 class Reduction(LayerType):
@@ -210,6 +274,25 @@ class Reduction(LayerType):
         s = tuple(bottoms[0])
         a = self.canonical_axis(self.lp.reduction_param.axis, len(s))
         return [s[:a]]
+
+    def lower(self, ctx):
+        """Fold to ``[num, dim]`` (dims before / from ``axis``), reduce axis 1, times ``coeff``
+        (``coeff / dim`` for MEAN, as Caffe), reshape to the top."""
+        p = self.lp.reduction_param
+        shape = ctx.bottom_shapes[0]
+        a = self.canonical_axis(p.axis, len(shape))
+        num, dim = self.count(shape, 0, a), self.count(shape, a)
+        ops = {1: "ReduceSum", 2: "ReduceL1", 3: "ReduceSumSquare", 4: "ReduceSum"}
+        if p.operation not in ops:
+            ctx.unsupported(f"unknown reduction operation {p.operation}")
+        coeff = np.float32(p.coeff)
+        if p.operation == 4:
+            coeff = np.float32(coeff / np.float32(dim))
+        x = ctx.reshape(ctx.inputs[0], (num, dim))
+        r = ctx.reduce(ops[p.operation], x, [1], keepdims=False)
+        if coeff != 1:
+            r = ctx.node("Mul", [r, ctx.scalar(coeff, "coeff")])
+        ctx.reshape(r, ctx.top_shapes[0], ctx.outputs[0])
 
 
 @register("ArgMax")
@@ -240,6 +323,31 @@ class ArgMax(LayerType):
             out[1] = 2
         return [tuple(out)]
 
+    def lower(self, ctx):
+        """TopK (largest, sorted).  With ``axis``: the indices (as float), or the values with
+        ``out_max_val``.  Without: per sample over all other axes; with ``out_max_val`` the
+        top_k indices then the top_k values.  Ties: Caffe ranks (value, index) pairs, so the
+        larger index comes first; TopK puts the smaller first."""
+        p = self.lp.argmax_param
+        shape = ctx.bottom_shapes[0]
+        k = ctx.ints([int(p.top_k)], "k")
+        top = ctx.top_shapes[0]
+        if p.HasField("axis"):
+            a = self.canonical_axis(p.axis, len(shape))
+            vals, idx = ctx.node("TopK", [ctx.inputs[0], k], n_outputs=2, axis=a, largest=1, sorted=1)
+            if p.out_max_val:
+                ctx.node("Identity", [vals], ctx.outputs[0])
+            else:
+                ctx.node("Cast", [idx], ctx.outputs[0], to=1)
+            return
+        n = int(shape[0])
+        x = ctx.reshape(ctx.inputs[0], (n, self.count(shape, 1)))
+        vals, idx = ctx.node("TopK", [x, k], n_outputs=2, axis=1, largest=1, sorted=1)
+        fidx = ctx.node("Cast", [idx], to=1)
+        if p.out_max_val:
+            fidx = ctx.node("Concat", [fidx, vals], axis=1)
+        ctx.reshape(fidx, top, ctx.outputs[0])
+
 
 @register("Softmax")
 class Softmax(LayerType):
@@ -248,6 +356,11 @@ class Softmax(LayerType):
     def outputs(self, bottoms):
         self.canonical_axis(self.lp.softmax_param.axis, len(bottoms[0]))
         return [tuple(bottoms[0])]
+
+    def lower(self, ctx):
+        """Softmax along one axis (opset >= 13 semantics)."""
+        axis = self.canonical_axis(self.lp.softmax_param.axis, len(ctx.bottom_shapes[0]))
+        ctx.node("Softmax", ctx.inputs, ctx.outputs[0], axis=axis)
 
 
 @register("Silence")
@@ -260,6 +373,9 @@ class Silence(LayerType):
     def outputs(self, bottoms):
         return []
 
+    def lower(self, ctx):
+        """Nothing to compute; the silenced blobs are simply not outputs."""
+
 
 @register("BatchReindex")
 class BatchReindex(LayerType):
@@ -269,6 +385,10 @@ class BatchReindex(LayerType):
 
     def outputs(self, bottoms):
         return [(int(bottoms[1][0]), *bottoms[0][1:])]
+
+    def lower(self, ctx):
+        idx = ctx.node("Cast", [ctx.inputs[1]], to=7)
+        ctx.node("Gather", [ctx.inputs[0], idx], ctx.outputs[0], axis=0)
 
 
 @register("Filter")
@@ -284,6 +404,10 @@ class Filter(LayerType):
             self.fail("needs one top per bottom except the selector")
         return [tuple(b) for b in bottoms[:-1]]
 
+    def lower(self, ctx):
+        ctx.unsupported("its output size depends on the selector's values; the static shapes of an export "
+                        "cannot express it")
+
 
 @register("Parameter")
 class Parameter(LayerType):
@@ -296,6 +420,9 @@ class Parameter(LayerType):
 
     def outputs(self, bottoms):
         return [tuple(int(d) for d in self.lp.parameter_param.shape.dim)]
+
+    def lower(self, ctx):
+        ctx.node("Identity", [ctx.param(0)], ctx.outputs[0])
 
 
 @register("Im2col")
@@ -313,6 +440,30 @@ class Im2col(LayerType):
             out.append((s[axis + 1 + i] + 2 * pd - extent) // st + 1)
         return [(*s[:axis], s[axis] * self.count(kernel), *out)]
 
+    def lower(self, ctx):
+        """Caffe's column order is (channel, kernel offsets...): a grouped convolution with
+        one group per channel and one-hot kernels produces exactly that."""
+        p = self.lp.convolution_param
+        s = ctx.bottom_shapes[0]
+        axis = self.canonical_axis(p.axis, len(s))
+        kernel, stride, pad, dilation = spatial_settings(p, len(s) - axis - 1, "im2col")
+        if not kernel:
+            ctx.unsupported("im2col without spatial axes")
+        c, kk = int(s[axis]), self.count(kernel)
+        w = np.zeros((c * kk, 1, *kernel), dtype=np.float32)
+        for ch in range(c):
+            for j in range(kk):
+                w[(ch * kk + j, 0) + np.unravel_index(j, kernel)] = 1
+        x = ctx.inputs[0]
+        lead = self.count(s, 0, axis)
+        if axis != 1:
+            x = ctx.reshape(x, (lead, *s[axis:]))
+        y = ctx.node("Conv", [x, ctx.const(w, "one_hot")], ctx.outputs[0] if axis == 1 else None,
+                     kernel_shape=list(kernel), strides=list(stride), pads=list(pad) * 2, dilations=list(dilation),
+                     group=c)
+        if axis != 1:
+            ctx.reshape(y, ctx.top_shapes[0], ctx.outputs[0])
+
 
 @register("LSTMUnit")
 class LSTMUnit(LayerType):
@@ -323,3 +474,18 @@ class LSTMUnit(LayerType):
 
     def outputs(self, bottoms):
         return [tuple(bottoms[0])] * 2
+
+    def lower(self, ctx):
+        """Gates (i, f, o, g) = split(x); ``c = cont * sigmoid(f) * c_prev + sigmoid(i) * tanh(g)``,
+        ``h = sigmoid(o) * tanh(c)``."""
+        c_prev, gates, cont = ctx.inputs
+        shape = ctx.bottom_shapes[0]
+        h = int(shape[-1])
+        cont_view = ctx.reshape(cont, (*ctx.bottom_shapes[2], 1))
+        gi, gf, go, gg = ctx.split(gates, [h] * 4, len(ctx.bottom_shapes[1]) - 1)
+        i = ctx.node("Sigmoid", [gi])
+        f = ctx.node("Mul", [ctx.node("Sigmoid", [gf]), cont_view])
+        o = ctx.node("Sigmoid", [go])
+        g = ctx.node("Tanh", [gg])
+        c = ctx.node("Add", [ctx.node("Mul", [f, c_prev]), ctx.node("Mul", [i, g])], ctx.outputs[0])
+        ctx.node("Mul", [o, ctx.node("Tanh", [c])], ctx.outputs[1])
