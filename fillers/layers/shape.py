@@ -312,11 +312,11 @@ class ArgMax(LayerType):
             out = list(s)
             out[a] = p.top_k
             return [tuple(out)]
-        if len(s) < 3:
-            self.fail("without axis, ArgMax needs a bottom of at least 3 axes")
         if p.top_k > self.count(s, 1):
             self.fail(f"top_k {p.top_k} is larger than the {self.count(s, 1)} values per sample")
-        out = [1] * len(s)
+        # Caffe's ArgMaxLayer::Reshape: at least 3 top axes (N, 1 or 2, top_k), so an
+        # InnerProduct output (N, K) gives (N, 1, top_k)
+        out = [1] * max(3, len(s))
         out[0] = s[0]
         out[2] = p.top_k
         if p.out_max_val:
