@@ -910,7 +910,8 @@ class FastRNG:
         if a == b:
             out.fill(a)
             return out
-        width = _F32(b - a)
+        with np.errstate(over="ignore"):
+            width = _F32(b - a)
         wide = not np.isfinite(width)             # the range overflows float32
         if wide:
             width, base = _F32(b / _TWO - a / _TWO), _F32(a / _TWO)
