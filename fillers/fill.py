@@ -49,8 +49,9 @@ FILLER_DEFAULTS = {
     "sparse": -1, "variance_norm": FAN_IN,
 }
 
-#: rows of the positive_unitball row-sum pass handled at once (bounds its scratch memory)
+#: scratch size of the positive_unitball row sums: values per piece, columns per piece
 _SCRATCH = 1 << 20
+_COLUMNS = 1 << 16
 
 
 def _nonempty(shape, filler):
@@ -158,7 +159,7 @@ def positive_unitball(shape, rng=None, caffe_version="master"):
 def _divide_rows_by_sequential_sums(a):
     """In place: ``a[i] /= sum(a[i])`` with the sum accumulated left to right in float32."""
     rows, dim = a.shape
-    width = min(dim, 1 << 16)
+    width = min(dim, _COLUMNS)
     row_block = max(1, _SCRATCH // width)
     with np.errstate(divide="ignore", invalid="ignore"):
         for r0 in range(0, rows, row_block):
