@@ -379,10 +379,18 @@ _ZERO = _F32(0)
 
 
 def _expf(v):
-    """float32 ``exp``: computed in double and rounded once (glibc's ``expf`` is correctly
-    rounded in all but rare cases, and a difference can only matter when ``y`` equals
-    the rounded value exactly)."""
-    return np.exp(np.asarray(v, np.float64)).astype(_F32)
+    """float32 ``exp`` of a float32 array: computed in double and rounded once.
+
+    glibc's ``expf`` (which Boost's ``std::exp(float)`` calls) is correctly rounded but for
+    rare arguments, and a one-ulp difference could only matter when ``y`` lands exactly
+    on the rounded value.
+    """
+    return np.exp(v.astype(np.float64)).astype(_F32)
+
+
+def _expf1(v):
+    """:func:`_expf` of one float32 value."""
+    return _F32(math.exp(float(v)))
 
 
 # --- scalar paths: one attempt at a time, reading words W[p], W[p+1], ... ---------------
@@ -392,7 +400,7 @@ def _scalar_uniform01(W, p):
     """Boost ``uniform_01<float>``: ``float(u) * 2^-32``, drawn again while it is 1."""
     n = len(W)
     while p < n:
-        r = _F32(int(W[p])) * _TWO_M32
+        r = _TWO_M32 * W.item(p)                 # float(u) * 2^-32 (int -> float32 rounds)
         p += 1
         if r < _ONE:
             return r, p
@@ -406,10 +414,10 @@ def _scalar_unit_exp(W, p):
     while True:
         if p >= n:
             return None
-        u = int(W[p])
+        u = W.item(p)
         p += 1
         i = u & 0xFF
-        x = (_F32(u >> 8) * _TWO_M24) * _EXF[i]
+        x = (_TWO_M24 * (u >> 8)) * _EXF[i]
         if x < _EXF[i + 1]:
             return shift + x, p
         if i == 0:
@@ -422,7 +430,7 @@ def _scalar_unit_exp(W, p):
         y = _EYF[i] + y01 * _EDY[i]
         y_above_ubound = _EDX[i] * y01 - (_EXF[i] - x)
         y_above_lbound = y - (_EYF[i + 1] + (_EXF[i + 1] - x) * _EYF[i + 1])
-        if y_above_ubound < 0 and (y_above_lbound < 0 or y < _expf(-x)):
+        if y_above_ubound < 0 and (y_above_lbound < 0 or y < _expf1(-x)):
             return x + shift, p
 
 
@@ -434,11 +442,11 @@ def _scalar_normal_attempt(W, p):
     """
     if p >= len(W):
         return None
-    u = int(W[p])
+    u = W.item(p)
     p += 1
     i = (u & 0xFF) >> 1
     sign = _ONE if u & 1 else -_ONE
-    x = (_F32(u >> 8) * _TWO_M24) * _NXF[i]
+    x = (_TWO_M24 * (u >> 8)) * _NXF[i]
     if float(x) < _NX[i + 1]:
         return x * sign, p
     if i == 0:                                    # the tail, beyond X[1]
@@ -467,7 +475,7 @@ def _scalar_normal_attempt(W, p):
         y_above_ubound, y_above_lbound = first, second
     else:
         y_above_ubound, y_above_lbound = second, first
-    if y_above_ubound < 0 and (y_above_lbound < 0 or y < _expf(-(x * x / _TWO))):
+    if y_above_ubound < 0 and (y_above_lbound < 0 or y < _expf1(-(x * x / _TWO))):
         return x * sign, p
     return None, p
 
@@ -758,11 +766,12 @@ def _gauss_block(W, need, ws):
     xd = xi - x
     first = dx * y01 - xd
     second = y - (yi + xd * yi * xi)
-    convex = T.nconvex[strip]
-    ub = np.where(convex, first, second)
-    lb = np.where(convex, second, first)
-    acc = (ub < 0) & (lb < 0)
-    between = np.flatnonzero((ub < 0) & ~(lb < 0))
+    # Boost: accept iff ub < 0 and (lb < 0 or y < f(x)), with (ub, lb) = (first, second)
+    # for convex strips (X[i] >= 1) and (second, first) otherwise
+    fneg = first < 0
+    sneg = second < 0
+    acc = fneg & sneg
+    between = np.flatnonzero((fneg ^ sneg) & (fneg == T.nconvex[strip]))
     if between.size:
         xb = x[between]
         acc[between] = y[between] < _expf(-(xb * xb / _TWO))
