@@ -271,7 +271,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         for j, (pb, arr) in enumerate(zip(layer.params, arrays)):
             mean, std = _stats(arr)
             try:
-                fi, fo = fan_in_fan_out(pb.shape, caffe_version="master") if len(pb.shape) else (1, 1)
+                fi, fo = fan_in_fan_out(pb.shape, caffe_version=caffe_version) if len(pb.shape) else (1, 1)
             except ValueError:
                 fi = fo = None
             src = descs[j].split(":")[0] if descs[j] else "filled"
