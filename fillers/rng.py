@@ -332,7 +332,6 @@ class _Tables:
         self.nconvex = nx[:-1] >= 1
         # the slow path's constants, one row per strip: X[i], Y[i], X[i]-X[i+1], Y[i+1]-Y[i]
         self.nslow = np.stack([self.nxf[:128], self.nyf[:128], self.ndx, self.ndy], axis=1)
-        strips = np.arange(128)
         # fast path: x = float(m) * 2^-24 * float(X[i]) and accept iff double(x) < X[i+1],
         # i.e. iff m < thr[i] for an integer threshold per strip
         xf = self.nxf[:128]
@@ -358,7 +357,6 @@ class _Tables:
         ethr = _first_at_least(lambda m: (m.astype(_F32) * _TWO_M24) * exf, self.exf[1:257])
         self.emult = (exf * _TWO_M24).astype(_F32)
         self.ethr_word = (ethr * 256 + np.arange(256)).astype(np.uint32)
-        del strips
 
 
 _T = _Tables()
@@ -378,19 +376,47 @@ _TWO = _F32(2)
 _ZERO = _F32(0)
 
 
-def _expf(v):
-    """float32 ``exp`` of a float32 array: computed in double and rounded once.
+def _load_libm_expf():
+    """The C library's ``expf``, which Boost's ``std::exp(float)`` calls, or None."""
+    try:
+        import ctypes
+        import ctypes.util
 
-    glibc's ``expf`` (which Boost's ``std::exp(float)`` calls) is correctly rounded but for
-    rare arguments, and a one-ulp difference could only matter when ``y`` lands exactly
-    on the rounded value.
-    """
-    return np.exp(v.astype(np.float64)).astype(_F32)
+        name = ctypes.util.find_library("m")
+        lib = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+        fn = lib.expf
+        fn.restype = ctypes.c_float
+        fn.argtypes = [ctypes.c_float]
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBM_EXPF = _load_libm_expf()
 
 
 def _expf1(v):
-    """:func:`_expf` of one float32 value."""
+    """``expf(v)`` as a float32: the C library's when available (glibc's ``expf`` differs
+    from the correctly rounded value for about 0.1% of arguments), else exp in double
+    rounded once."""
+    if _LIBM_EXPF is not None:
+        return _F32(_LIBM_EXPF(float(v)))
     return _F32(math.exp(float(v)))
+
+
+def _y_below_expf(y, v):
+    """Boost's ``y < exp(v)`` in float32 for arrays, with ``expf`` as the C library has it.
+
+    exp is taken in double and rounded once; ``expf`` agrees with that or is one ulp
+    away, so the comparison can only differ when y is that value or the float below it:
+    those few are asked of the C library's ``expf`` itself.
+    """
+    e = np.exp(v.astype(np.float64)).astype(_F32)
+    if _LIBM_EXPF is not None:
+        near = np.flatnonzero((y == e) | (y == np.nextafter(e, _F32(-np.inf))))
+        for k in near.tolist():
+            e[k] = _expf1(v[k])
+    return y < e
 
 
 # --- scalar paths: one attempt at a time, reading words W[p], W[p+1], ... ---------------
@@ -774,7 +800,7 @@ def _gauss_block(W, need, ws):
     between = np.flatnonzero((fneg ^ sneg) & (fneg == T.nconvex[strip]))
     if between.size:
         xb = x[between]
-        acc[between] = y[between] < _expf(-(xb * xb / _TWO))
+        acc[between] = _y_below_expf(y[between], -(xb * xb / _TWO))
 
     # -- strip 0: the tail; the common case takes two fast exponential draws
     tl = np.flatnonzero(tail)

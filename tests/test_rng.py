@@ -59,7 +59,23 @@ def uniform01(eng, st):                    # new_uniform_01<float>
         st["y01_redraw"] += 1
 
 
-def expf(v):
+def _libm_expf():
+    import ctypes
+    import ctypes.util
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("m")).expf
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+LIBM_EXPF = _libm_expf()
+
+
+def expf(v):                               # std::exp(float) is the C library's expf
+    if LIBM_EXPF is not None:
+        return f32(LIBM_EXPF(float(v)))
     return f32(math.exp(float(v)))
 
 
@@ -241,6 +257,18 @@ def test_gaussian_rare_paths_and_block_edges(chunk):
         assert g.consumed == eng.count, (chunk, n)
     for path in ("tail", "tail_retry", "exp_shift", "exp_slow", "y01_redraw", "slow", "reject"):
         assert st[path] > 0, path
+
+
+@pytest.mark.skipif(LIBM_EXPF is None, reason="no C library expf")
+def test_between_bounds_test_uses_the_c_librarys_expf():
+    # the arguments the ziggurat passes: -(x*x/2) for x in the slow strips
+    v = -(np.random.default_rng(0).uniform(0, 3.5, 200000).astype(f32) ** 2 / f32(2))
+    libm = np.array([LIBM_EXPF(float(a)) for a in v], f32)
+    double = np.exp(v.astype(np.float64)).astype(f32)
+    assert np.count_nonzero(libm != double) > 0         # the roundings do differ sometimes
+    for y in (libm, np.nextafter(libm, f32(-1)), np.nextafter(libm, f32(2)), double,
+              np.nextafter(double, f32(-1))):
+        assert np.array_equal(R._y_below_expf(y.astype(f32), v), y < libm)
 
 
 def test_gaussian_checks_sigma():
