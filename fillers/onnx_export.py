@@ -95,15 +95,18 @@ class _Builder:
     """The graph under construction: nodes, initializers, inputs, names, notes."""
 
     def __init__(self, opset: int):
-        from onnx import helper, numpy_helper
+        import onnx
+        from onnx import helper
 
         self.helper = helper
-        self.numpy_helper = numpy_helper
         self.opset = opset
+        # the graph without its initializers; these stay numpy arrays until the model is
+        # written (streamed from numpy's memory) or returned (copied in once)
+        self.model = onnx.ModelProto()
+        self.tensors: list = []  # (name, little-endian contiguous array), in order
         self.values = _Namer()  # tensor and initializer names
         self.node_names = _Namer()
         self.nodes: list = []
-        self.initializers: list = []
         self.init_bytes = 0
         self.inputs: list = []  # ValueInfoProto
         self.input_shapes: dict = {}
@@ -116,8 +119,7 @@ class _Builder:
     def add_initializer(self, array: np.ndarray, hint: str) -> str:
         name = self.values.unique(hint)
         array = np.asarray(array)
-        tensor = self.numpy_helper.from_array(array, name)
-        self.initializers.append(tensor)
+        self.tensors.append((name, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))))
         self.init_bytes += array.nbytes
         self.produced.add(name)
         return name
@@ -293,6 +295,7 @@ class ExportInfo:
     #: graph input -> (consumer layer type, bottom index, layer) for every kept consumer
     consumers: dict = field(default_factory=dict)
     kept_layers: list = field(default_factory=list)  # indices into net.layers of the lowered layers
+    n_nodes: int = 0
     seconds: float = 0.0
 
 
@@ -330,8 +333,13 @@ def export(net, blobs=None, path=None, *, opset: int = DEFAULT_OPSET, all_blobs:
     return model
 
 
-def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAULT_OPSET, all_blobs: bool = False):
-    """Like :func:`export`, returning ``(model, ExportInfo)`` (notes, inputs, outputs)."""
+def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAULT_OPSET, all_blobs: bool = False,
+                     return_model: bool = True):
+    """Like :func:`export`, returning ``(model, ExportInfo)`` (notes, inputs, outputs).
+
+    With a ``path`` and ``return_model=False`` the weights are only streamed to the file
+    and ``model`` is None (what the command line does: it saves copying big weights into
+    a protobuf message)."""
     import onnx
 
     t0 = time.perf_counter()
@@ -507,10 +515,16 @@ def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAU
         for j, x in enumerate(layers[i].bottoms):
             info.consumers.setdefault(x, []).append((layers[i].type, j, layers[i].name))
 
-    graph = b.helper.make_graph(b.nodes, net.name or "caffe_net", inputs, graph_outputs, b.initializers)
+    model = b.model
+    graph = model.graph
+    graph.name = net.name or "caffe_net"
+    graph.node.extend(b.nodes)
+    graph.input.extend(inputs)
+    graph.output.extend(graph_outputs)
     opsets = [b.helper.make_opsetid("", opset)]
-    model = b.helper.make_model(graph, opset_imports=opsets, producer_name="caffe-fillers",
-                                producer_version=_version())
+    model.opset_import.extend(opsets)
+    model.producer_name = "caffe-fillers"
+    model.producer_version = _version()
     model.ir_version = b.helper.find_min_ir_version_for(opsets)
     model.doc_string = f"Caffe net '{net.name}' exported by caffe-fillers"
     if b.warnings:
@@ -518,13 +532,170 @@ def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAU
         entry.key, entry.value = "caffe_fillers_notes", "\n".join(b.warnings)
     info.warnings = list(b.warnings)
     info.init_bytes = b.init_bytes
+    info.n_nodes = len(b.nodes)
     info.external_data = b.init_bytes > EXTERNAL_DATA_THRESHOLD
     if path is not None:
-        info.path = save(model, path, external_data=info.external_data, check=True)
+        info.path = _write(model, b.tensors, path, external=info.external_data)
+    elif info.external_data:
+        raise ExportError(f"the weights take {b.init_bytes / 2**30:.2f} GiB, more than one protobuf message holds: "
+                          "give a path, and they are written as external data next to the model")
+    if return_model or path is None:
+        _attach(model, b.tensors)
+        if path is None:
+            _check(model.SerializeToString(), None)
     else:
-        _check(model, None)
+        model = None
     info.seconds = time.perf_counter() - t0
     return model, info
+
+
+# ---- writing: the weights go from numpy's memory to the file, without protobuf copies ----
+
+#: a written model up to this size is checked from the file itself; a larger one as its
+#: skeleton (see _skeleton), since parsing every weight again costs seconds
+CHECK_FILE_LIMIT = 2**26
+#: tensors above this many bytes go to the external data file (when there is one)
+EXTERNAL_MIN_BYTES = 1024
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field_number: int, wire_type: int) -> bytes:
+    return _varint((field_number << 3) | wire_type)
+
+
+def _tensor_header(name: str, array: np.ndarray):
+    import onnx
+
+    t = onnx.TensorProto(name=name, data_type=_dtype_to_onnx(array.dtype))
+    t.dims.extend(int(d) for d in array.shape)
+    return t
+
+
+def _attach(model, tensors) -> None:
+    """Put the initializers into ``model`` (one copy of each array)."""
+    for name, array in tensors:
+        t = model.graph.initializer.add()
+        t.CopyFrom(_tensor_header(name, array))
+        t.raw_data = array.tobytes()
+
+
+def _stream(fh, model, tensors) -> int:
+    """Write ``model`` (whose graph has no initializers) with ``tensors`` as initializers
+    holding raw data, in protobuf's wire format; the arrays are written from their own
+    memory.  Fields may come in any order, so the initializers follow the rest of the
+    graph.  Returns the bytes written."""
+    import onnx
+
+    graph_bytes = model.graph.SerializeToString()
+    parts, total = [], len(graph_bytes)
+    for name, array in tensors:
+        head = _tensor_header(name, array).SerializeToString()
+        raw_key = _key(9, 2) + _varint(array.nbytes)  # TensorProto.raw_data = 9
+        size = len(head) + len(raw_key) + array.nbytes
+        prefix = _key(5, 2) + _varint(size) + head + raw_key  # GraphProto.initializer = 5
+        parts.append((prefix, array))
+        total += len(prefix) + array.nbytes
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    rest.ClearField("graph")
+    head = rest.SerializeToString() + _key(7, 2) + _varint(total)  # ModelProto.graph = 7
+    fh.write(head)
+    fh.write(graph_bytes)
+    for prefix, array in parts:
+        fh.write(prefix)
+        if array.nbytes:
+            fh.write(array.reshape(-1).view(np.uint8))
+    return len(head) + total
+
+
+def _skeleton(model, tensors) -> bytes:
+    """The model with its large float weights turned into graph inputs of the same type
+    and shape: onnx's full checker (structure, types, shape inference, which only reads
+    the small int64 constants) sees everything but the weight bytes, which are written
+    from arrays of exactly those shapes."""
+    import onnx
+    from onnx import helper
+
+    skel = onnx.ModelProto()
+    skel.CopyFrom(model)
+    for name, array in tensors:
+        if array.nbytes > 4096 and array.dtype == np.float32:
+            skel.graph.input.append(helper.make_tensor_value_info(name, FLOAT, [int(d) for d in array.shape]))
+        else:
+            t = skel.graph.initializer.add()
+            t.CopyFrom(_tensor_header(name, array))
+            t.raw_data = array.tobytes()
+    return skel.SerializeToString()
+
+
+def _write(model, tensors, path, *, external: bool) -> str:
+    """Write the model atomically and check it with onnx's full checker: from the file
+    (external data, or up to CHECK_FILE_LIMIT bytes), else as its skeleton."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not external:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                size = _stream(fh, model, tensors)
+            if size <= CHECK_FILE_LIMIT:
+                _check(None, tmp)
+            else:
+                _check(_skeleton(model, tensors), None)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+    import onnx
+
+    base = os.path.basename(path)
+    location = base + ".data"
+    tmpdir = tempfile.mkdtemp(prefix=".tmp-onnx-", dir=directory)
+    try:
+        small = []
+        ext = onnx.ModelProto()
+        ext.CopyFrom(model)
+        with open(os.path.join(tmpdir, location), "wb") as fh:
+            offset = 0
+            for name, array in tensors:
+                if array.nbytes <= EXTERNAL_MIN_BYTES:
+                    small.append((name, array))
+                    continue
+                pad = (-offset) % 4096  # page-aligned, so runtimes can map the weights
+                if pad:
+                    fh.write(b"\0" * pad)
+                    offset += pad
+                fh.write(array.reshape(-1).view(np.uint8))
+                t = ext.graph.initializer.add()
+                t.CopyFrom(_tensor_header(name, array))
+                t.data_location = onnx.TensorProto.EXTERNAL
+                for k, v in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = k, v
+                offset += array.nbytes
+        _attach(ext, small)
+        tmp_model = os.path.join(tmpdir, base)
+        with open(tmp_model, "wb") as fh:
+            fh.write(ext.SerializeToString())
+        _check(None, tmp_model)
+        os.replace(os.path.join(tmpdir, location), os.path.join(directory, location))
+        os.replace(tmp_model, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path
 
 
 def _version() -> str:
@@ -546,13 +717,11 @@ def _missing_message(counter: Counter, reasons: dict) -> str:
 
 
 def _check(model, path) -> None:
+    """onnx's full checker (with shape inference) on a ModelProto, its bytes, or a path."""
     import onnx
 
     try:
-        if path is not None:
-            onnx.checker.check_model(path, full_check=True)
-        else:
-            onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(path if path is not None else model, full_check=True)
     except Exception as exc:  # onnx raises ValidationError / InferenceError
         raise ExportError(f"the exported model fails onnx's checker: {str(exc).strip()}") from exc
 
@@ -571,12 +740,13 @@ def save(model, path, *, external_data: Optional[bool] = None, check: bool = Tru
     if external_data is None:
         external_data = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
     if not external_data:
+        data = model.SerializeToString()  # once: checked, then written
         if check:
-            _check(model, None)
+            _check(data, None)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
+                fh.write(data)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -749,6 +919,19 @@ def _opencv_forward(net, blobs, info, feeds, caffemodel, workdir):
     if caffemodel is None:
         caffemodel = os.path.join(workdir, "net.caffemodel")
         write_caffemodel(caffemodel, net, blobs)
+    try:  # OpenCV logs its own errors to stderr; the library must not print
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover
+        level = None
+    try:
+        return _opencv_run(cv2, net, info, feeds, proto, caffemodel)
+    finally:
+        if level is not None:
+            cv2.utils.logging.setLogLevel(level)
+
+
+def _opencv_run(cv2, net, info, feeds, proto, caffemodel):
     cvnet = cv2.dnn.readNetFromCaffe(proto, os.fspath(caffemodel))
     cvnet.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cvnet.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
@@ -761,6 +944,18 @@ def _opencv_forward(net, blobs, info, feeds, caffemodel, workdir):
         names.append(lname if j == 0 else f"{lname}.{j}")
     results = cvnet.forward(names)
     return {w: np.asarray(r) for w, r in zip(wanted, results)}
+
+
+def _opencv_reason(exc) -> str:
+    """The telling part of a cv2.error ("Can't create layer ... of type Embed")."""
+    import re
+
+    text = str(exc).strip()
+    m = re.search(r"error: \([-\d]+:[^)]*\) (.*?)(?: in function '[^']*')?\s*$", text.splitlines()[0] if text else "")
+    if m and m.group(1).strip():
+        return m.group(1).strip()
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_blobs: bool = False,
@@ -778,7 +973,8 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
     else:
         net, blobs = filled.net, filled.blobs
     report = ExportReport(path=None if path is None else os.fspath(path), opset=DEFAULT_OPSET if opset is None else opset)
-    model, info = export_with_info(net, blobs, path, opset=report.opset, all_blobs=all_blobs)
+    model, info = export_with_info(net, blobs, path, opset=report.opset, all_blobs=all_blobs,
+                                   return_model=path is None)
     report.model, report.info = model, info
     report.export_seconds = info.seconds
     report.warnings.extend(info.warnings)
@@ -820,9 +1016,7 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
         except ImportError:
             why = "OpenCV (cv2) is not installed; compared shapes and finiteness only"
         except Exception as exc:  # OpenCV cannot read or run the net
-            msg = str(exc).strip().splitlines()
-            why = f"OpenCV could not run this net ({msg[-1] if msg else type(exc).__name__}); compared shapes and " \
-                  f"finiteness only"
+            why = f"OpenCV could not run this net ({_opencv_reason(exc)}); compared shapes and finiteness only"
     if why:
         report.warnings.append(why)
 

@@ -74,6 +74,13 @@ def _ids():
     return out
 
 
+def _same_model(model, path):
+    """The streamed file parses to the returned model (field order may differ)."""
+    import onnx
+
+    return onnx.load(str(path)) == model
+
+
 def _stats(y):
     y = np.asarray(y, dtype=np.float64)
     return np.array([y.mean(), y.std(), y.min(), y.max(), np.abs(y).mean()])
@@ -113,6 +120,7 @@ def test_golden_forward(net_id, tmp_path):
     path = tmp_path / "net.onnx"
     model, info = export_with_info(net, blobs, path)
     assert path.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert model.SerializeToString() == path.read_bytes() or _same_model(model, path)
     sess = ort_session(str(path))
     feeds = {i.name: golden[f"input/{i.name}"] for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
@@ -210,9 +218,13 @@ def test_external_data(tmp_path, monkeypatch):
     assert any("external data" in w for w in report.warnings)
     assert os.path.getsize(path) < 100_000
     onnx.checker.check_model(str(path), full_check=True)
-    # the returned model still holds its weights
-    assert all(len(t.raw_data) or t.data_location == 0 for t in report.model.graph.initializer)
-    assert onnx_export.EXTERNAL_DATA_THRESHOLD == 1000
+    loaded = onnx.load(str(path))  # reads the external data back
+    assert sum(len(t.raw_data) for t in loaded.graph.initializer) == report.info.init_bytes
+    # export() returns the full model even when the file has external data
+    model = export(net, blobs, str(tmp_path / "big2.onnx"))
+    assert sum(len(t.raw_data) for t in model.graph.initializer) == report.info.init_bytes
+    with pytest.raises(ExportError, match="give a path"):
+        export(net, blobs)
 
 
 def test_opset_above_13(tmp_path):
