@@ -23,6 +23,7 @@ VGG16_PARAMS = 138_357_544
 
 CASES = {
     "numpy.random": ("numpy", "uniform"),
+    "MT19937 words only": ("words", "uniform"),     # the floor under CaffeRNG: its engine
     "CaffeRNG.uniform": ("caffe", "uniform"),
     "FastRNG.uniform": ("fast", "uniform"),
     "numpy.standard_normal": ("numpy", "gaussian"),
@@ -42,7 +43,11 @@ def run_case(name, n, repeat):
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for r in range(repeat):
-        if kind == "numpy":
+        if kind == "words":
+            g = np.random.Generator(np.random.MT19937(1701 + r))
+            t = time.perf_counter()
+            out = g.integers(0, 1 << 32, size=n, dtype=np.uint32).view(np.float32)
+        elif kind == "numpy":
             g = np.random.Generator(np.random.PCG64(1701 + r))
             t = time.perf_counter()
             out = g.random(n, dtype=np.float32) if dist == "uniform" else g.standard_normal(n, dtype=np.float32)
