@@ -1000,6 +1000,9 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
     reference, why = None, None
     lrn_k = [l.name for i, l in enumerate(net.layers) if i in set(info.kept_layers) and l.type == "LRN"
              and l.lp.lrn_param.norm_region == 0 and float(l.lp.lrn_param.k) != 1.0]
+    if compare_opencv and info.init_bytes >= 2**31 - 2**24:
+        compare_opencv = False
+        why = "not compared with OpenCV: it reads .caffemodel files up to 2 GB; compared shapes and finiteness only"
     if compare_opencv and lrn_k:
         compare_opencv = False
         why = (f"not compared with OpenCV: its Caffe importer ignores LRN's k (layer(s) {', '.join(lrn_k)} have "
@@ -1056,7 +1059,7 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
         if fresh:
             msg += (f"; {len(fresh)} BatchNorm layer(s) have a scale factor of 0 (fresh statistics: mean 0, "
                     f"variance 0), so each multiplies by 1/sqrt(eps) (316 at eps 1e-5): use --batchnorm identity "
-                    f"to export them as identities")
+                    f"(mean 0, variance 1) for usable outputs")
         report.warnings.append(msg)
     report.ok = all(o.ok for o in report.outputs)
     return report

@@ -765,3 +765,25 @@ def test_weights_must_fit(tmp_path):
         export(net, {"ip": [np.zeros((3, 5), np.float32), np.zeros(3, np.float32)]})
     with pytest.raises(ExportError, match="'ip' blob 1 is missing"):
         export(net, {"ip": [np.zeros((3, 4), np.float32)]})
+
+
+def test_shared_blob_viewed_in_two_shapes_and_input_rewritten_in_place(tmp_path):
+    text = inp("data", 2, 3, 4, 5) + (
+        'layer { name: "neg" type: "Power" bottom: "data" top: "data" power_param { scale: -1 } }\n'
+        'layer { name: "p1" type: "PReLU" bottom: "data" top: "p1" param { name: "slope" } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }\n'
+        'layer { name: "p2" type: "PReLU" bottom: "ip" top: "p2" param { name: "slope" } }\n'
+        'layer { name: "sil" type: "Silence" bottom: "ip" }\n')
+    net, blobs = build(tmp_path, text)
+    model, info = export_with_info(net, blobs)
+    assert [i.name for i in model.graph.input] == ["data"]  # the input keeps the blob's name
+    assert sorted(o.name for o in model.graph.output) == ["p1", "p2"]
+    slopes = [t for t in model.graph.initializer if t.name.startswith("p1/slope")]
+    assert len(slopes) == 1 and list(slopes[0].dims) == [3]  # one initializer, reshaped by a node for p1
+    feeds = feeds_for(net)
+    out = run(net, blobs, feeds)
+    x = -feeds["data"].astype(np.float64)
+    a = blobs["p1"][0]
+    close(out["p1"], np.maximum(x, 0) + a.reshape(1, 3, 1, 1) * np.minimum(x, 0))
+    ip = x.reshape(2, -1) @ blobs["ip"][0].T + blobs["ip"][1]
+    close(out["p2"], np.maximum(ip, 0) + a * np.minimum(ip, 0))
