@@ -370,7 +370,6 @@ def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAU
     info.kept_layers = kept
 
     # ---- the blob versions: who writes what, what is consumed --------------------------
-    kept_set = set(kept)
     last_write: dict = {}
     first_write: dict = {}
     writer_of_final: dict = {}
@@ -421,6 +420,8 @@ def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAU
     arrays, keys, weight_problems = {}, {}, []
     for i in kept:
         layer = layers[i]
+        if not _is_lowerable(type(layer.spec)):
+            continue  # reported below with the other layers that cannot be lowered
         owners = layer.owners or [None] * len(layer.params)
         arrs, ks = [], []
         for j, (pb, owner) in enumerate(zip(layer.params, owners)):
@@ -726,51 +727,6 @@ def _check(model, path) -> None:
         raise ExportError(f"the exported model fails onnx's checker: {str(exc).strip()}") from exc
 
 
-def save(model, path, *, external_data: Optional[bool] = None, check: bool = True) -> str:
-    """Write ``model`` to ``path`` atomically (a temporary file renamed into place).
-
-    With external data (default: when the initializers pass ~2 GB) the weights go to
-    ``<path>.data`` next to it; both files are written in a temporary directory first.
-    Runs onnx's full checker first (or on the file, for external data).
-    """
-    import onnx
-
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if external_data is None:
-        external_data = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
-    if not external_data:
-        data = model.SerializeToString()  # once: checked, then written
-        if check:
-            _check(data, None)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
-    base = os.path.basename(path)
-    location = base + ".data"
-    tmpdir = tempfile.mkdtemp(prefix=".tmp-onnx-", dir=directory)
-    try:
-        tmp_model = os.path.join(tmpdir, base)
-        onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=location, size_threshold=1024)
-        # saving moved the weights out of the in-memory model; bring them back
-        onnx.load_external_data_for_model(model, tmpdir)
-        if check:
-            _check(None, tmp_model)
-        os.replace(os.path.join(tmpdir, location), os.path.join(directory, location))
-        os.replace(tmp_model, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    return path
-
-
 # =====================================================================================
 # Running and checking an export
 # =====================================================================================
@@ -802,7 +758,7 @@ class ExportReport:
     export_seconds: float = 0.0
     session_seconds: float = 0.0
     run_seconds: float = 0.0
-    model: object = None
+    model: object = None  # the ModelProto when exported in memory (None when written to a path)
     info: Optional[ExportInfo] = None
 
     def text(self) -> str:
@@ -1072,5 +1028,5 @@ def _bn_factor_zero(layer, net, blobs) -> bool:
     return float(np.asarray(arrs[2]).ravel()[0]) == 0.0
 
 
-__all__ = ["export", "export_with_info", "export_and_check", "save", "LoweringContext", "NoLowering",
+__all__ = ["export", "export_with_info", "export_and_check", "LoweringContext", "NoLowering",
            "ExportReport", "ExportInfo", "make_inputs", "ort_session", "opencv_prototxt", "DEFAULT_OPSET"]

@@ -46,11 +46,11 @@ class Recurrent(LayerType):
         return [(x[0], x[1], h)] + [(1, x[1], h)] * n_hidden
 
     # ---- ONNX: the unrolled net, one step at a time (T is known from the shape) ---------
-    def _unroll_inputs(self, ctx, gate_width):
+    def _unroll_inputs(self, ctx):
         """Common start of the unrolled net: ``x`` folded to ``[T*N, D]`` and transformed
         by blob 0 and bias 1 (Caffe's ``x_transform``, an InnerProduct on axis 2), cut into
-        T steps of ``[N, gate_width]``; ``cont`` cut into T steps of ``[N, 1]``; the static
-        input's transform ``[N, gate_width]`` (or None); the exposed initial states."""
+        T steps of ``[N, gates * H]``; ``cont`` cut into T steps of ``[N, 1]``; the static
+        input's transform ``[N, gates * H]`` (or None); the exposed initial states."""
         p, x, static, n_hidden = self._check(ctx.bottom_shapes)
         t_steps, n = int(x[0]), int(x[1])
         d = self.count(x, 2)
@@ -100,7 +100,7 @@ class LSTM(Recurrent):
         g); ``c_t = cont_t * f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.  The state starts
         at 0 (or the exposed h_0, c_0); tops: h for every step, then h_T and c_T with
         expose_hidden."""
-        t_steps, n, h, x_steps, cont_steps, static_term, exposed = self._unroll_inputs(ctx, 4)
+        t_steps, n, h, x_steps, cont_steps, static_term, exposed = self._unroll_inputs(ctx)
         w_hc = ctx.param(len(ctx.params) - 1)
         zeros = ctx.const(np.zeros((n, h), dtype=np.float32), "zeros")
         h_prev, c_prev = (exposed[0], exposed[1]) if exposed else (zeros, zeros)
@@ -152,7 +152,7 @@ class RNN(Recurrent):
         """Unrolled over T: ``h_t = tanh(W_hh (cont_t * h_{t-1}) + W_xh x_t + b_h (+ W_xh_static
         x_static))``, ``o_t = tanh(W_ho h_t + b_o)``; tops: o for every step, then h_T with
         expose_hidden."""
-        t_steps, n, h, x_steps, cont_steps, static_term, exposed = self._unroll_inputs(ctx, 1)
+        t_steps, n, h, x_steps, cont_steps, static_term, exposed = self._unroll_inputs(ctx)
         k = len(ctx.params)
         w_hh, w_ho, b_o = ctx.param(k - 3), ctx.param(k - 2), ctx.param(k - 1)
         h_prev = exposed[0] if exposed else ctx.const(np.zeros((n, h), dtype=np.float32), "zeros")
