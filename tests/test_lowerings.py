@@ -787,3 +787,27 @@ def test_shared_blob_viewed_in_two_shapes_and_input_rewritten_in_place(tmp_path)
     close(out["p1"], np.maximum(x, 0) + a.reshape(1, 3, 1, 1) * np.minimum(x, 0))
     ip = x.reshape(2, -1) @ blobs["ip"][0].T + blobs["ip"][1]
     close(out["p2"], np.maximum(ip, 0) + a * np.minimum(ip, 0))
+
+
+def test_layer_rules_found_while_lowering(tmp_path):
+    """Caffe behaviours the shape rules had missed: MVN's top is always 4-d (legacy
+    accessors), Eltwise MAX accepts (and ignores) coefficients, ArgMax without axis accepts
+    2-d bottoms, PReLU rejects bottoms of more than 4 axes."""
+    from fillers.errors import NetError
+
+    text = inp("data", 2, 3, 5) + (
+        'layer { name: "mvn" type: "MVN" bottom: "data" top: "mvn" }\n'
+        'layer { name: "r" type: "Reshape" bottom: "mvn" top: "mvn3" reshape_param { shape { dim: 2 dim: 3 dim: 5 } } }\n'
+        'layer { name: "mx" type: "Eltwise" bottom: "data" bottom: "mvn3" top: "mx" '
+        'eltwise_param { operation: MAX coeff: 2 coeff: 3 } }\n')
+    net, blobs = build(tmp_path, text)
+    assert net.blobs["mvn"] == (2, 3, 5, 1)
+    feeds = feeds_for(net)
+    out = run(net, blobs, feeds, all_blobs=True)
+    x = feeds["data"].astype(np.float64)
+    xc = x - x.mean(2, keepdims=True)
+    ref = xc / (np.sqrt((xc ** 2).mean(2, keepdims=True)) + 1e-9)
+    close(out["mvn"], ref[..., None])
+    close(out["mx"], np.maximum(x, ref))  # MAX ignores the coefficients, as Caffe does
+    with pytest.raises(NetError, match="too many"):
+        build(tmp_path, inp("data", 1, 2, 3, 4, 5) + 'layer { name: "p" type: "PReLU" bottom: "data" top: "p" }\n')

@@ -202,6 +202,8 @@ class PReLU(LayerType):
         p = self.lp.prelu_param
         if len(bottoms[0]) < 2:
             self.fail("PReLU needs a bottom of at least 2 axes")
+        if len(bottoms[0]) > 4:  # Caffe reads channels() through the legacy 4-d accessor
+            self.fail(f"PReLU reads its bottom's channels() as a 4-d blob; {len(bottoms[0])} axes are too many")
         shape = () if p.channel_shared else (int(bottoms[0][1]),)
         return [ParamBlob("slope", shape, self.filler(p, "filler", {"type": "constant", "value": 0.25}), OTHER)]
 

@@ -210,24 +210,30 @@ class LRN(LayerType):
 
 @register("MVN")
 class MVN(LayerType):
-    """Mean (and variance) normalisation per sample (and per channel unless across_channels)."""
+    """Mean (and variance) normalisation per sample (and per channel unless across_channels).
+
+    Caffe's MVNLayer::Reshape shapes the top through the legacy accessors ``num()``,
+    ``channels()``, ``height()``, ``width()``: the top always has 4 axes (missing ones are 1,
+    so an ``(N, C)`` bottom gives ``(N, C, 1, 1)``), and a bottom of more than 4 axes is
+    rejected."""
+
+    def outputs(self, bottoms):
+        s = tuple(bottoms[0])
+        if len(s) > 4:
+            self.fail(f"MVN reads its bottom as (num, channels, height, width); {len(s)} axes are too many")
+        return [s + (1,) * (4 - len(s))]
 
     def lower(self, ctx):
         """Caffe: ``x - mean``; with normalize_variance, divided by ``sqrt(var) + eps`` (eps
-        added to the standard deviation), var the population variance; over all axes from
-        1 (across_channels) or from 2."""
+        added to the standard deviation), var the population variance; over H and W, and C
+        too with across_channels (on the bottom viewed as 4-d)."""
         p = self.lp.mvn_param
-        shape = ctx.bottom_shapes[0]
+        shape = ctx.top_shapes[0]
         nd = len(shape)
         axes = list(range(1 if p.across_channels else 2, nd))
         x = ctx.inputs[0]
-        if not axes:  # one value per group: x - mean is 0
-            xc = ctx.node("Sub", [x, x])
-            if p.normalize_variance:
-                ctx.node("Div", [xc, ctx.scalar(np.float32(p.eps), "eps")], ctx.outputs[0])
-            else:
-                ctx.node("Identity", [xc], ctx.outputs[0])
-            return
+        if tuple(ctx.bottom_shapes[0]) != tuple(shape):
+            x = ctx.reshape(x, shape)
         mean = ctx.reduce("ReduceMean", x, axes)
         if not p.normalize_variance:
             ctx.node("Sub", [x, mean], ctx.outputs[0])

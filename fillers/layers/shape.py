@@ -242,8 +242,8 @@ class Eltwise(LayerType):
         p = self.lp.eltwise_param
         if len(p.coeff) and len(p.coeff) != len(bottoms):
             self.fail(f"{len(p.coeff)} coefficients for {len(bottoms)} bottoms; give one per bottom")
-        if len(p.coeff) and p.operation != 1:
-            self.fail("coefficients are only allowed with operation SUM")
+        if len(p.coeff) and p.operation == 0:  # Caffe rejects them for PROD only; MAX ignores them
+            self.fail("coefficients are not allowed with operation PROD")
         for i, b in enumerate(bottoms[1:], 1):
             if tuple(b) != tuple(bottoms[0]):
                 self.fail(f"bottom {i} has shape {list(b)}, bottom 0 {list(bottoms[0])}; they must match")
