@@ -792,7 +792,8 @@ def test_shared_blob_viewed_in_two_shapes_and_input_rewritten_in_place(tmp_path)
 def test_layer_rules_found_while_lowering(tmp_path):
     """Caffe behaviours the shape rules had missed: MVN's top is always 4-d (legacy
     accessors), Eltwise MAX accepts (and ignores) coefficients, ArgMax without axis accepts
-    2-d bottoms, PReLU rejects bottoms of more than 4 axes."""
+    2-d bottoms, SPP levels whose padding Caffe's Pooling rejects, PReLU rejects bottoms of
+    more than 4 axes."""
     from fillers.errors import NetError
 
     text = inp("data", 2, 3, 5) + (
@@ -809,5 +810,8 @@ def test_layer_rules_found_while_lowering(tmp_path):
     ref = xc / (np.sqrt((xc ** 2).mean(2, keepdims=True)) + 1e-9)
     close(out["mvn"], ref[..., None])
     close(out["mx"], np.maximum(x, ref))  # MAX ignores the coefficients, as Caffe does
+    with pytest.raises(NetError, match=r"pad \[1, 2\] >= kernel \[2, 2\]"):  # Caffe's CHECK_LT(pad_w_, kernel_w_)
+        build(tmp_path, inp("data", 1, 1, 7, 5) + 'layer { name: "s" type: "SPP" bottom: "data" top: "s" '
+              'spp_param { pyramid_height: 3 } }\n')
     with pytest.raises(NetError, match="too many"):
         build(tmp_path, inp("data", 1, 2, 3, 4, 5) + 'layer { name: "p" type: "PReLU" bottom: "data" top: "p" }\n')

@@ -204,6 +204,13 @@ class SPP(LayerType):
         total = 0
         for level in range(p.pyramid_height):
             (kh, kw), (sh, sw), (ph, pw) = spp_level(h, w, level)
+            if ph or pw:  # the checks of the PoolingLayer SPP builds for this level
+                if p.pool not in (MAX, AVE):
+                    self.fail(f"pyramid level {level} needs padding, which Caffe's Pooling implements only for "
+                              "MAX and AVE")
+                if ph >= kh or pw >= kw:
+                    self.fail(f"pyramid level {level} needs pad {[ph, pw]} >= kernel {[kh, kw]}, which Caffe's "
+                              f"Pooling rejects (the bottom is too small for {2 ** level} bins a side)")
             oh = pooled_size(h, kh, sh, ph)
             ow = pooled_size(w, kw, sw, pw)
             if p.pyramid_height == 1:
@@ -219,9 +226,6 @@ class SPP(LayerType):
         parts = []
         for level in range(p.pyramid_height):
             kernel, stride, pad = spp_level(h, w, level)
-            if any(pd >= k for pd, k in zip(pad, kernel)):
-                ctx.unsupported(f"pyramid level {level} needs pad {list(pad)} >= kernel {list(kernel)}, which "
-                                "Caffe's Pooling rejects")
             out = [pooled_size(h, kernel[0], stride[0], pad[0]), pooled_size(w, kernel[1], stride[1], pad[1])]
             if p.pyramid_height == 1:
                 lower_pool(ctx, ctx.inputs[0], (n, c, h, w), p.pool, kernel, stride, pad, out, ctx.outputs[0])
