@@ -640,6 +640,12 @@ def _skeleton(model, tensors) -> bytes:
     return skel.SerializeToString()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write(model, tensors, path, *, external: bool) -> str:
     """Write the model atomically and check it with onnx's full checker: from the file
     (external data, or up to CHECK_FILE_LIMIT bytes), else as its skeleton."""
@@ -650,6 +656,7 @@ def _write(model, tensors, path, *, external: bool) -> str:
         try:
             with os.fdopen(fd, "wb") as fh:
                 size = _stream(fh, model, tensors)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
             if size <= CHECK_FILE_LIMIT:
                 _check(None, tmp)
             else:

@@ -74,6 +74,12 @@ def _ids():
     return out
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _same_model(model, path):
     """The streamed file parses to the returned model (field order may differ)."""
     import onnx
@@ -120,6 +126,7 @@ def test_golden_forward(net_id, tmp_path):
     path = tmp_path / "net.onnx"
     model, info = export_with_info(net, blobs, path)
     assert path.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     assert model.SerializeToString() == path.read_bytes() or _same_model(model, path)
     sess = ort_session(str(path))
     feeds = {i.name: golden[f"input/{i.name}"] for i in sess.get_inputs()}
