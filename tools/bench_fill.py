@@ -46,17 +46,19 @@ with open(out, "wb") as fh:
 """
 
 
-def measure(cmd, repeat):
-    best = None
-    for _ in range(repeat):
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        r = json.loads(subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True,
-                                      check=True, env=env).stdout)
-        if r["status"] != 0:
-            raise SystemExit(f"command failed: {' '.join(cmd)}")
-        if best is None or r["wall"] < best["wall"]:
-            best = r
-    return best
+def measure(cmd, outputs=()):
+    """One fresh-process run: wall time and peak RSS.  Earlier outputs are removed and
+    dirty pages flushed first (outside the timing), so no run pays for another's files."""
+    for path in outputs:
+        if os.path.exists(path):
+            os.unlink(path)
+    os.sync()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = json.loads(subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True,
+                                  check=True, env=env).stdout)
+    if r["status"] != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    return r
 
 
 def main(argv=None):
@@ -74,16 +76,22 @@ def main(argv=None):
     size_mib = n * 4 / 2**20
     print(f"{os.path.basename(args.model)}: {n:,} parameters, {size_mib:.0f} MiB as float32; "
           f"best of {args.repeat} runs, whole process\n")
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        cases = []  # (name, command, floor name)
         for filler, kind in (("xavier", "uniform"), ("msra", "normal")):
-            floor = measure([sys.executable, "-c", _FLOOR, repr(weight_shapes), kind, f"{tmp}/floor.bin"],
-                            args.repeat)
-            rows.append((f"numpy floor ({kind})", floor, floor["wall"]))
+            floor = f"numpy floor ({kind})"
+            cases.append((floor, [sys.executable, "-c", _FLOOR, repr(weight_shapes), kind, f"{tmp}/floor.bin"], floor))
             for rng in ("fast", "caffe"):
-                r = measure([sys.executable, "-m", "fillers.cli", args.model, "--filler", filler, "--rng", rng,
-                             "--seed", "1", "-q", "-o", f"{tmp}/out.caffemodel"], args.repeat)
-                rows.append((f"fill-net --filler {filler} --rng {rng}", r, floor["wall"]))
+                cases.append((f"fill-net --filler {filler} --rng {rng}",
+                              [sys.executable, "-m", "fillers.cli", args.model, "--filler", filler, "--rng", rng,
+                               "--seed", "1", "-q", "-o", f"{tmp}/out.caffemodel"], floor))
+        best = {}
+        for _ in range(args.repeat):  # interleaved, so drifts in machine load hit every case alike
+            for name, cmd, _floor in cases:
+                r = measure(cmd, [f"{tmp}/floor.bin", f"{tmp}/out.caffemodel"])
+                if name not in best or r["wall"] < best[name]["wall"]:
+                    best[name] = r
+        rows = [(name, best[name], best[floor]["wall"]) for name, _, floor in cases]
     print(f"{'run':<40} {'wall s':>7} {'x floor':>8} {'peak MiB':>9} {'x weights':>10}")
     for name, r, fl in rows:
         peak = r["rss_kib"] / 1024
