@@ -13,30 +13,15 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
 from . import caffe_pb2
+from .atomic import atomic_path
+from .wire import fields as _fields, key as _key, read_varint as _read_varint, varint as _varint
 from .errors import ParseError
 
 _LITTLE = sys.byteorder == "little"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _varint((field << 3) | wire)
 
 
 def _blob_parts(arr: np.ndarray):
@@ -67,83 +52,37 @@ def write_caffemodel(path, net, blobs: dict, *, progress=None) -> int:
 
     Returns the number of bytes written.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     head = caffe_pb2.NetParameter(name=net.name or "")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".caffemodel", dir=directory)
     written = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            b = head.SerializeToString()
-            fh.write(b)
-            written += len(b)
-            for lp, layer in zip(layer_params_for_file(net), net.layers):
-                arrays = blobs.get(layer.name, [])
-                lbytes = lp.SerializeToString()
-                parts = [_blob_parts(a) for a in arrays]
-                blob_entries = []
-                total = len(lbytes)
-                for h, d in parts:
-                    size = len(h) + d.size * 4
-                    prefix = _key(7, 2) + _varint(size)
-                    blob_entries.append((prefix, h, d))
-                    total += len(prefix) + size
-                chunk = _key(100, 2) + _varint(total) + lbytes
-                fh.write(chunk)
-                written += len(chunk)
-                for prefix, h, d in blob_entries:
-                    fh.write(prefix)
-                    fh.write(h)
-                    fh.write(memoryview(d).cast("B"))
-                    written += len(prefix) + len(h) + d.size * 4
-                if progress is not None:
-                    progress(layer.name)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        b = head.SerializeToString()
+        fh.write(b)
+        written += len(b)
+        for lp, layer in zip(layer_params_for_file(net), net.layers):
+            arrays = blobs.get(layer.name, [])
+            lbytes = lp.SerializeToString()
+            parts = [_blob_parts(a) for a in arrays]
+            blob_entries = []
+            total = len(lbytes)
+            for h, d in parts:
+                size = len(h) + d.size * 4
+                prefix = _key(7, 2) + _varint(size)
+                blob_entries.append((prefix, h, d))
+                total += len(prefix) + size
+            chunk = _key(100, 2) + _varint(total) + lbytes
+            fh.write(chunk)
+            written += len(chunk)
+            for prefix, h, d in blob_entries:
+                fh.write(prefix)
+                fh.write(h)
+                fh.write(memoryview(d).cast("B"))
+                written += len(prefix) + len(h) + d.size * 4
+            if progress is not None:
+                progress(layer.name)
     return written
 
 
 # ---- reading ---------------------------------------------------------------------------
-
-def _read_varint(buf, i):
-    result = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(buf, start, end):
-    """Yield (field number, wire type, value) over a message's bytes; length-delimited
-    values are (start, end) offsets."""
-    i = start
-    while i < end:
-        key, i = _read_varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _read_varint(buf, i)
-            yield field, wire, v
-        elif wire == 2:
-            n, i = _read_varint(buf, i)
-            yield field, wire, (i, i + n)
-            i += n
-        elif wire == 5:
-            yield field, wire, buf[i:i + 4]
-            i += 4
-        elif wire == 1:
-            yield field, wire, buf[i:i + 8]
-            i += 8
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-
 
 def _parse_blob(buf, start, end):
     legacy = {}

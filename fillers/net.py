@@ -14,7 +14,7 @@ from typing import Optional
 from . import caffe_pb2
 from .errors import MissingInputShapeError, NetError, UnknownLayerTypeError, UsageError
 from .layers import lookup
-from .layers.base import ParamBlob, ShapeError
+from .layers.base import ShapeError
 from .prototxt import PHASES, TEST, filter_net, make_state, read_net
 
 

@@ -130,20 +130,11 @@ class FilledNet:
 
     def save_npz(self, path) -> None:
         """Write an .npz with keys ``<layer>/<blob index>`` (atomically)."""
-        import os
-        import tempfile
+        from .atomic import atomic_path
 
         arrays = {f"{l}/{i}": a for l, arrs in self.blobs.items() for i, a in enumerate(arrs)}
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
     def to_onnx(self, path=None, **options):
         """Export to ONNX; see :func:`fillers.onnx_export.export`."""

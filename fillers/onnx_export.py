@@ -43,7 +43,9 @@ from typing import Optional
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import ExportError
+from .wire import key as _key, varint as _varint
 
 #: Softmax takes any axis from opset 13 on (earlier versions flatten to 2-d).
 DEFAULT_OPSET = 13
@@ -559,22 +561,6 @@ CHECK_FILE_LIMIT = 2**26
 EXTERNAL_MIN_BYTES = 1024
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(field_number: int, wire_type: int) -> bytes:
-    return _varint((field_number << 3) | wire_type)
-
-
 def _tensor_header(name: str, array: np.ndarray):
     import onnx
 
@@ -640,32 +626,19 @@ def _skeleton(model, tensors) -> bytes:
     return skel.SerializeToString()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write(model, tensors, path, *, external: bool) -> str:
     """Write the model atomically and check it with onnx's full checker: from the file
     (external data, or up to CHECK_FILE_LIMIT bytes), else as its skeleton."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not external:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
                 size = _stream(fh, model, tensors)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
             if size <= CHECK_FILE_LIMIT:
                 _check(None, tmp)
             else:
                 _check(_skeleton(model, tensors), None)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return path
     import onnx
 

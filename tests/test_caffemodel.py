@@ -4,7 +4,7 @@ run; --weights copies trained blobs by layer name with Caffe's checks."""
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, golden_index, golden_source
+from conftest import golden_index, golden_source
 from fillers import caffe_pb2
 from fillers.caffemodel import read_caffemodel, write_caffemodel
 from fillers.cli import main

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import REPO
+
 from fillers.caffemodel import read_caffemodel
 from fillers.cli import main
 from fillers.net import load

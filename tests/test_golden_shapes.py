@@ -2,7 +2,6 @@
 blob shapes, inputs and outputs equal Caffe's (auto-inserted Split layers aside)."""
 
 import json
-import re
 
 import pytest
 

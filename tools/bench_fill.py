@@ -21,7 +21,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO.parent / "shared/corpus/davidgengenbach__vgg-caffe/model__VGG_ILSVRC_16_layers_deploy.prototxt"

@@ -6,7 +6,8 @@ from .base import LayerType, register
 
 
 class Loss(LayerType):
-    """A loss: a scalar top (a blob of no axes)."""
+    """A loss: a scalar top (a blob of no axes); where a second top is allowed
+    (SoftmaxWithLoss, InfogainLoss) it has bottom 0's shape."""
 
     bottoms = (2, 2)
     tops = (1, 1)
@@ -16,7 +17,7 @@ class Loss(LayerType):
     def outputs(self, bottoms):
         if not bottoms[0] or not bottoms[1] or int(bottoms[0][0]) != int(bottoms[1][0]):
             self.fail(f"the bottoms' first dims differ ({bottoms[0][0]} vs {bottoms[1][0]})")
-        return [()]
+        return [(), tuple(bottoms[0])][:len(self.lp.top) or 1]
 
 
 @register("EuclideanLoss", "HingeLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss")
@@ -34,11 +35,6 @@ class InfogainLoss(Loss):
     bottoms = (2, 3)
     tops = (1, 2)
 
-    def outputs(self, bottoms):
-        out = super().outputs(bottoms)
-        if len(self.lp.top) == 2:
-            out.append(tuple(bottoms[0]))
-        return out
 
 
 @register("SoftmaxWithLoss")
@@ -47,11 +43,6 @@ class SoftmaxWithLoss(Loss):
 
     tops = (1, 2)
 
-    def outputs(self, bottoms):
-        out = super().outputs(bottoms)
-        if len(self.lp.top) == 2:
-            out.append(tuple(bottoms[0]))
-        return out
 
 
 @register("Accuracy")

@@ -80,6 +80,32 @@ def _axis_span(layer, shape, axis, num_axes, what):
     return axis, tuple(shape[axis:end])
 
 
+def _same_as_first(layer, bottoms, axis, what):
+    """Tops of Scale/Bias: bottom 0's shape; a second bottom must match bottom 0's dims
+    from ``axis`` on."""
+    if len(bottoms) == 2:
+        axis = layer.canonical_axis(axis, len(bottoms[0]))
+        s = tuple(bottoms[1])
+        if tuple(bottoms[0][axis:axis + len(s)]) != s:
+            layer.fail(f"the {what} bottom's shape {list(s)} does not match the first bottom's "
+                       f"shape {list(bottoms[0])} from axis {axis}")
+    return [tuple(bottoms[0])]
+
+
+def _operand(layer, ctx, axis, num_axes, what, index):
+    """The ONNX tensor that Scale/Bias apply: parameter blob ``index``, or bottom 1, shaped
+    to broadcast against bottom 0 from ``axis``."""
+    shape = ctx.bottom_shapes[0]
+    nd = len(shape)
+    if len(ctx.inputs) == 1:
+        a, span = _axis_span(layer, shape, axis, num_axes, what)
+        return ctx.param(index, _span_view(span, a, nd))
+    span = ctx.bottom_shapes[1]
+    a = 0 if not span else layer.canonical_axis(axis, nd)
+    view = _span_view(span, a, nd)
+    return ctx.inputs[1] if view == tuple(span) else ctx.reshape(ctx.inputs[1], view)
+
+
 @register("Scale")
 class Scale(LayerType):
     """y = x * scale (+ bias), the scale broadcast from ``axis`` over ``num_axes`` axes;
@@ -92,10 +118,8 @@ class Scale(LayerType):
         p = self.lp.scale_param
         blobs = []
         if len(bottoms) == 1:
-            axis, shape = _axis_span(self, bottoms[0], p.axis, p.num_axes, "the scale")
+            _, shape = _axis_span(self, bottoms[0], p.axis, p.num_axes, "the scale")
             blobs.append(ParamBlob("scale", shape, self.filler(p, "filler", {"type": "constant", "value": 1.0}), WEIGHT))
-        else:
-            axis = self.canonical_axis(p.axis, len(bottoms[0]))
         if p.bias_term:
             n = len(bottoms[1]) if len(bottoms) > 1 else p.num_axes
             _, bshape = _axis_span(self, bottoms[0], p.axis, n, "the bias")
@@ -103,35 +127,21 @@ class Scale(LayerType):
         return blobs
 
     def outputs(self, bottoms):
-        if len(bottoms) == 2:
-            axis = self.canonical_axis(self.lp.scale_param.axis, len(bottoms[0]))
-            s = tuple(bottoms[1])
-            if tuple(bottoms[0][axis:axis + len(s)]) != s:
-                self.fail(f"the scale bottom's shape {list(s)} does not match the first bottom's "
-                          f"shape {list(bottoms[0])} from axis {axis}")
-        return [tuple(bottoms[0])]
+        return _same_as_first(self, bottoms, self.lp.scale_param.axis, "scale")
 
     def lower(self, ctx):
         """Mul by the scale (a blob, or bottom 1) shaped to broadcast from ``axis``; Add the
         bias likewise."""
         p = self.lp.scale_param
-        shape = ctx.bottom_shapes[0]
-        nd = len(shape)
-        if len(ctx.inputs) == 1:
-            axis, span = _axis_span(self, shape, p.axis, p.num_axes, "the scale")
-            scale = ctx.param(0, _span_view(span, axis, nd))
-        else:
-            span = ctx.bottom_shapes[1]
-            axis = 0 if not span else self.canonical_axis(p.axis, nd)
-            view = _span_view(span, axis, nd)
-            scale = ctx.inputs[1] if view == tuple(span) else ctx.reshape(ctx.inputs[1], view)
+        scale = _operand(self, ctx, p.axis, p.num_axes, "the scale", 0)
         if not p.bias_term:
             ctx.node("Mul", [ctx.inputs[0], scale], ctx.outputs[0])
             return
         y = ctx.node("Mul", [ctx.inputs[0], scale])
+        shape = ctx.bottom_shapes[0]
         n = len(ctx.bottom_shapes[1]) if len(ctx.inputs) > 1 else p.num_axes
         baxis, bspan = _axis_span(self, shape, p.axis, n, "the bias")
-        bias = ctx.param(len(ctx.params) - 1, _span_view(bspan, baxis, nd))
+        bias = ctx.param(len(ctx.params) - 1, _span_view(bspan, baxis, len(shape)))
         ctx.node("Add", [y, bias], ctx.outputs[0])
 
 
@@ -150,27 +160,12 @@ class Bias(LayerType):
         return [ParamBlob("bias", shape, self.filler(p, "filler"), BIAS)]
 
     def outputs(self, bottoms):
-        if len(bottoms) == 2:
-            axis = self.canonical_axis(self.lp.bias_param.axis, len(bottoms[0]))
-            s = tuple(bottoms[1])
-            if tuple(bottoms[0][axis:axis + len(s)]) != s:
-                self.fail(f"the bias bottom's shape {list(s)} does not match the first bottom's "
-                          f"shape {list(bottoms[0])} from axis {axis}")
-        return [tuple(bottoms[0])]
+        return _same_as_first(self, bottoms, self.lp.bias_param.axis, "bias")
 
     def lower(self, ctx):
         """Add the bias (a blob, or bottom 1) shaped to broadcast from ``axis``."""
         p = self.lp.bias_param
-        shape = ctx.bottom_shapes[0]
-        nd = len(shape)
-        if len(ctx.inputs) == 1:
-            axis, span = _axis_span(self, shape, p.axis, p.num_axes, "the bias")
-            bias = ctx.param(0, _span_view(span, axis, nd))
-        else:
-            span = ctx.bottom_shapes[1]
-            axis = 0 if not span else self.canonical_axis(p.axis, nd)
-            view = _span_view(span, axis, nd)
-            bias = ctx.inputs[1] if view == tuple(span) else ctx.reshape(ctx.inputs[1], view)
+        bias = _operand(self, ctx, p.axis, p.num_axes, "the bias", 0)
         ctx.node("Add", [ctx.inputs[0], bias], ctx.outputs[0])
 
 
