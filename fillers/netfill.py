@@ -152,7 +152,7 @@ def _stats(a: np.ndarray):
     flat = a.reshape(-1)
     mean = float(np.add.reduce(flat, dtype=np.float32)) / n
     var = max(float(np.dot(flat, flat)) / n - mean * mean, 0.0)
-    if var <= 1e-10 * (mean * mean + 1e-30):  # cancellation: redo exactly
+    if var <= 1e-6 * mean * mean:  # float32 cancellation would show as noise: redo exactly
         var = float(np.var(flat, dtype=np.float64))
     return mean, var ** 0.5
 

@@ -1,5 +1,8 @@
 """fill-net's filling flow: the table, filler overrides, seeds, BatchNorm, progress."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -36,12 +39,15 @@ def test_table_and_default_output(model, tmp_path, capsys, monkeypatch):
     # xavier FAN_OUT: U(+-sqrt(3/72)) has std sqrt(1/72) = 0.118
     assert abs(float(conv_w[7]) - (1 / 72) ** 0.5) < 0.03
     conv_b = next(l for l in lines if l.startswith("conv ") and " 1 " in l).split()
-    assert conv_b[3] == "constant(0.2)" and float(conv_b[6]) == pytest.approx(0.2)
+    assert conv_b[3] == "constant(0.2)" and float(conv_b[6]) == pytest.approx(0.2) and conv_b[7] == "0"
     sc = [l.split() for l in lines if l.startswith("sc ")]
     assert [r[3] for r in sc] == ["constant(1)", "constant(0)"]  # Scale keeps Caffe's defaults
     assert "seed 7" in out.out
     assert "BatchNorm layer(s) (bn) hold fresh statistics" in out.err and "--batchnorm identity" in out.err
     saved = read_caffemodel(tmp_path / "small.caffemodel")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "small.caffemodel").stat().st_mode) == 0o666 & ~umask
     assert saved["conv"][0].shape == (8, 3, 3, 3) and np.all(np.abs(saved["conv"][0]) <= (3 / 72) ** 0.5)
 
 
