@@ -268,7 +268,11 @@ def _run(args, parser) -> int:
         if not args.quiet:
             print(report.text())
         written.append(args.onnx)
-        status = 0 if report.ok else 1
+        if not report.ok:
+            failed = ", ".join(o.name for o in report.outputs if not o.ok) or "-"
+            print(f"{PROG}: error: the check of {args.onnx} failed (outputs: {failed}); see the warnings above",
+                  file=sys.stderr)
+            status = 1
     if not args.quiet and written:
         print("wrote " + ", ".join(written))
     return status

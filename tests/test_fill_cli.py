@@ -90,3 +90,17 @@ def test_unsupported_filler_combination_is_one_line(model, capsys):
     assert main([str(model), "--filler", "xavier", "--sparse", "3", "-o", "/dev/null"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fill-net: error: layer 'conv' (Convolution)") and "sparse" in err[0]
+
+
+def test_fresh_batchnorm_overflow_is_explained(tmp_path, capsys):
+    body = "".join(f'layer {{ name: "bn{i}" type: "BatchNorm" bottom: "x" top: "x" }}\n' for i in range(20))
+    p = tmp_path / "bn.prototxt"
+    p.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }\n'
+                 + body)
+    onnx_path = tmp_path / "bn.onnx"
+    assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path)]) == 1
+    err = capsys.readouterr().err
+    assert "20 BatchNorm layer(s) have a scale factor of 0" in err and "use --batchnorm identity" in err
+    assert err.strip().splitlines()[-1] == f"fill-net: error: the check of {onnx_path} failed (outputs: x); see the warnings above"
+    assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path),
+                 "--batchnorm", "identity"]) == 0
