@@ -62,7 +62,7 @@ def run(net, blobs, feeds, opset=13, all_blobs=False):
     return out
 
 
-def close(y, ref, tol=1e-5):
+def assert_close(y, ref, tol=1e-5):
     ref = np.asarray(ref, dtype=np.float64)
     assert y.shape == ref.shape, (y.shape, ref.shape)
     err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.size else 0.0
@@ -221,9 +221,9 @@ def test_pooling_ceil_and_clip(tmp_path, method, h, w, k, s, p):
     ref, _ = pool_ref(feeds["data"], (k, k), (s, s), (p, p), method)
     assert net.blobs["pool"] == ref.shape
     y = run(net, blobs, feeds)["pool"]
-    close(y, ref)
+    assert_close(y, ref)
     if k <= h + 2 * p:  # OpenCV rejects a kernel larger than the padded input; Caffe accepts it
-        close(y, opencv(tmp_path, net, blobs, feeds, ["pool"])[0])
+        assert_close(y, opencv(tmp_path, net, blobs, feeds, ["pool"])[0])
 
 
 def test_pooling_rectangular_floor_mode_and_mask(tmp_path):
@@ -236,10 +236,10 @@ def test_pooling_rectangular_floor_mode_and_mask(tmp_path):
     feeds = feeds_for(net)
     out = run(net, blobs, feeds)
     ref, mask = pool_ref(feeds["data"], (3, 2), (2, 3), (1, 1), "MAX")
-    close(out["pool"], ref)
+    assert_close(out["pool"], ref)
     np.testing.assert_array_equal(out["mask"], mask)
     ref, _ = pool_ref(feeds["data"], (4, 4), (3, 3), (1, 1), "AVE", ceil=False)
-    close(out["fl"], ref)
+    assert_close(out["fl"], ref)
 
 
 def test_global_and_stochastic_pooling(tmp_path):
@@ -255,9 +255,9 @@ def test_global_and_stochastic_pooling(tmp_path):
     assert any("STOCHASTIC" in w for w in info.warnings)
     out = run(net, blobs, feeds)
     x = feeds["data"].astype(np.float64)
-    close(out["g"], x.mean((2, 3), keepdims=True))
-    close(out["m"], x.max((2, 3), keepdims=True))
-    close(out["s"], pool_ref(feeds["data"], (3, 3), (2, 2), (0, 0), "STOCHASTIC")[0])
+    assert_close(out["g"], x.mean((2, 3), keepdims=True))
+    assert_close(out["m"], x.max((2, 3), keepdims=True))
+    assert_close(out["s"], pool_ref(feeds["data"], (3, 3), (2, 2), (0, 0), "STOCHASTIC")[0])
 
 
 def test_spp(tmp_path):
@@ -275,7 +275,7 @@ def test_spp(tmp_path):
             kh, kw = math.ceil(9 / bins), math.ceil(7 / bins)
             ph, pw = (kh * bins - 9 + 1) // 2, (kw * bins - 7 + 1) // 2
             parts.append(pool_ref(x, (kh, kw), (kh, kw), (ph, pw), method)[0].reshape(2, -1))
-        close(out[top], np.concatenate(parts, axis=1))
+        assert_close(out[top], np.concatenate(parts, axis=1))
 
 
 # ---- convolution family ------------------------------------------------------------------
@@ -288,8 +288,8 @@ def test_grouped_dilated_convolution_vs_opencv(tmp_path):
     feeds = feeds_for(net)
     y = run(net, blobs, feeds)["conv"]
     w, b = blobs["conv"]
-    close(y, conv_ref(feeds["data"], w, b, (2, 1), (2, 1), (2, 2), 2))
-    close(y, opencv(tmp_path, net, blobs, feeds, ["conv"])[0])
+    assert_close(y, conv_ref(feeds["data"], w, b, (2, 1), (2, 1), (2, 2), 2))
+    assert_close(y, opencv(tmp_path, net, blobs, feeds, ["conv"])[0])
 
 
 def test_grouped_deconvolution(tmp_path):
@@ -303,9 +303,9 @@ def test_grouped_deconvolution(tmp_path):
     feeds = feeds_for(net)
     out = run(net, blobs, feeds)
     w, b = blobs["deconv"]
-    close(out["deconv"], deconv_ref(feeds["data"], w, b, (2, 2), (1, 1), (1, 1), 2))
-    close(out["dil"], deconv_ref(feeds["data"], blobs["dil"][0], None, (3, 3), (2, 2), (2, 2), 1))
-    close(out["deconv"], opencv(tmp_path, net, blobs, feeds, ["deconv"])[0])
+    assert_close(out["deconv"], deconv_ref(feeds["data"], w, b, (2, 2), (1, 1), (1, 1), 2))
+    assert_close(out["dil"], deconv_ref(feeds["data"], blobs["dil"][0], None, (3, 3), (2, 2), (2, 2), 1))
+    assert_close(out["deconv"], opencv(tmp_path, net, blobs, feeds, ["deconv"])[0])
 
 
 def test_convolution_3d_and_axis(tmp_path):
@@ -315,7 +315,7 @@ def test_convolution_3d_and_axis(tmp_path):
     net, blobs = build(tmp_path, text)
     feeds = feeds_for(net)
     w, b = blobs["c3"]
-    close(run(net, blobs, feeds)["c3"], conv_ref(feeds["data"], w, b, (1, 2, 1), (1, 0, 1), (1, 1, 1), 1))
+    assert_close(run(net, blobs, feeds)["c3"], conv_ref(feeds["data"], w, b, (1, 2, 1), (1, 0, 1), (1, 1, 1), 1))
 
 
 def test_im2col(tmp_path):
@@ -329,7 +329,7 @@ def test_im2col(tmp_path):
     for c in range(2):
         for j in range(9):
             w[c * 9 + j, c, j // 3, j % 3] = 1
-    close(run(net, blobs, feeds)["cols"], conv_ref(x, w, None, (2, 2), (1, 1), (1, 1), 1))
+    assert_close(run(net, blobs, feeds)["cols"], conv_ref(x, w, None, (2, 2), (1, 1), (1, 1), 1))
 
 
 def test_inner_product_transpose_and_axis(tmp_path):
@@ -346,10 +346,10 @@ def test_inner_product_transpose_and_axis(tmp_path):
     out = run(net, blobs, feeds)
     x = feeds["data"].astype(np.float64)
     w, b = blobs["ip_t"]
-    close(out["ip_t"], x.reshape(2, 60) @ w + b)
+    assert_close(out["ip_t"], x.reshape(2, 60) @ w + b)
     w, b = blobs["ip_a2"]
-    close(out["ip_a2"], (x.reshape(6, 20) @ w.T + b).reshape(2, 3, 6))
-    close(out["ip_neg"], (x.reshape(24, 5) @ blobs["ip_neg"][0].T).reshape(2, 3, 4, 3))
+    assert_close(out["ip_a2"], (x.reshape(6, 20) @ w.T + b).reshape(2, 3, 6))
+    assert_close(out["ip_neg"], (x.reshape(24, 5) @ blobs["ip_neg"][0].T).reshape(2, 3, 4, 3))
 
 
 # ---- normalisation ---------------------------------------------------------------------
@@ -367,12 +367,12 @@ def test_lrn_within_and_across_channels(tmp_path):
     sq = np.pad(x * x, [(0, 0), (0, 0), (2, 2), (2, 2)])
     s = sum(sq[:, :, i:i + 6, j:j + 5] for i in range(5) for j in range(5))
     ref_within = x * (1 + 0.9 / 25 * s) ** -0.6  # Caffe: shift 1, k unused
-    close(out["within"], ref_within)
+    assert_close(out["within"], ref_within)
     sqc = np.pad(x * x, [(0, 0), (1, 1), (0, 0), (0, 0)])
     sc = sum(sqc[:, i:i + 7] for i in range(3))
-    close(out["across"], x * (2 + 0.7 / 3 * sc) ** -0.8)
+    assert_close(out["across"], x * (2 + 0.7 / 3 * sc) ** -0.8)
     # OpenCV agrees on WITHIN_CHANNEL (k unused) but ignores k across channels
-    close(out["within"], opencv(tmp_path, net, blobs, feeds, ["within"])[0], 1e-4)
+    assert_close(out["within"], opencv(tmp_path, net, blobs, feeds, ["within"])[0], 1e-4)
 
 
 def test_batchnorm_factor_and_batch_statistics(tmp_path):
@@ -389,13 +389,13 @@ def test_batchnorm_factor_and_batch_statistics(tmp_path):
     out = run(net, blobs, feeds)
     x = feeds["data"].astype(np.float64)
     v = (1, 4, 1, 1)
-    close(out["bn"], (x - (mean / 2.5).reshape(v)) / np.sqrt((var / 2.5).reshape(v) + 0.001))
-    close(out["fresh"], x / np.sqrt(1e-5), 1e-5)
+    assert_close(out["bn"], (x - (mean / 2.5).reshape(v)) / np.sqrt((var / 2.5).reshape(v) + 0.001))
+    assert_close(out["fresh"], x / np.sqrt(1e-5), 1e-5)
     m = x.mean((0, 2, 3), keepdims=True)
-    close(out["batch"], (x - m) / np.sqrt(((x - m) ** 2).mean((0, 2, 3), keepdims=True) + 1e-5))
+    assert_close(out["batch"], (x - m) / np.sqrt(((x - m) ** 2).mean((0, 2, 3), keepdims=True) + 1e-5))
     # OpenCV cannot run batch statistics for a batch > 1: compare the global-statistics layer alone
     net2, blobs2 = build(tmp_path, text.split('layer { name: "fresh"')[0], fix={"bn": blobs["bn"]})
-    close(out["bn"], opencv(tmp_path, net2, blobs2, feeds, ["bn"])[0], 1e-4)
+    assert_close(out["bn"], opencv(tmp_path, net2, blobs2, feeds, ["bn"])[0], 1e-4)
 
 
 def test_mvn(tmp_path):
@@ -408,10 +408,10 @@ def test_mvn(tmp_path):
     out = run(net, blobs, feeds)
     x = feeds["data"].astype(np.float64)
     xc = x - x.mean((2, 3), keepdims=True)
-    close(out["m1"], xc / (np.sqrt((xc ** 2).mean((2, 3), keepdims=True)) + 1e-9))
+    assert_close(out["m1"], xc / (np.sqrt((xc ** 2).mean((2, 3), keepdims=True)) + 1e-9))
     xa = x - x.mean((1, 2, 3), keepdims=True)
-    close(out["m2"], xa / (np.sqrt((xa ** 2).mean((1, 2, 3), keepdims=True)) + 0.1))  # eps on the std
-    close(out["m3"], xc)
+    assert_close(out["m2"], xa / (np.sqrt((xa ** 2).mean((1, 2, 3), keepdims=True)) + 0.1))  # eps on the std
+    assert_close(out["m3"], xc)
 
 
 def test_scale_and_bias_variants(tmp_path):
@@ -427,11 +427,11 @@ def test_scale_and_bias_variants(tmp_path):
     out = run(net, blobs, feeds)
     x, s2 = feeds["data"].astype(np.float64), feeds["s2"].astype(np.float64)
     s, b = blobs["sc"]
-    close(out["sc"], x * s.reshape(1, 3, 4, 1) + b.reshape(1, 3, 4, 1))
-    close(out["sc0"], x * blobs["sc0"][0])
-    close(out["sb"], x * s2.reshape(1, 3, 4, 1) + blobs["sb"][0].reshape(1, 3, 4, 1))
-    close(out["bi"], x + blobs["bi"][0].reshape(1, 1, 1, 5))
-    close(out["bb"], x + s2.reshape(1, 3, 4, 1))
+    assert_close(out["sc"], x * s.reshape(1, 3, 4, 1) + b.reshape(1, 3, 4, 1))
+    assert_close(out["sc0"], x * blobs["sc0"][0])
+    assert_close(out["sb"], x * s2.reshape(1, 3, 4, 1) + blobs["sb"][0].reshape(1, 3, 4, 1))
+    assert_close(out["bi"], x + blobs["bi"][0].reshape(1, 1, 1, 5))
+    assert_close(out["bb"], x + s2.reshape(1, 3, 4, 1))
 
 
 def test_prelu_shared_and_per_channel(tmp_path):
@@ -446,13 +446,13 @@ def test_prelu_shared_and_per_channel(tmp_path):
     out = run(net, blobs, feeds)
     x = feeds["data"].astype(np.float64)
     a = blobs["pc"][0].reshape(1, 3, 1, 1)
-    close(out["pc"], np.maximum(x, 0) + a * np.minimum(x, 0))
-    close(out["ps"], np.maximum(x, 0) + float(blobs["ps"][0]) * np.minimum(x, 0))
+    assert_close(out["pc"], np.maximum(x, 0) + a * np.minimum(x, 0))
+    assert_close(out["ps"], np.maximum(x, 0) + float(blobs["ps"][0]) * np.minimum(x, 0))
     ip = x.reshape(2, -1) @ blobs["ip"][0].T.astype(np.float64) + blobs["ip"][1]
-    close(out["p2"], np.maximum(ip, 0) + blobs["p2"][0] * np.minimum(ip, 0))
+    assert_close(out["p2"], np.maximum(ip, 0) + blobs["p2"][0] * np.minimum(ip, 0))
     # OpenCV cannot read the blob of no axes of a shared slope: compare the per-channel one
     net2, blobs2 = build(tmp_path, text.split('layer { name: "ps"')[0], fix={"pc": blobs["pc"]})
-    close(out["pc"], opencv(tmp_path, net2, blobs2, feeds, ["pc"])[0])
+    assert_close(out["pc"], opencv(tmp_path, net2, blobs2, feeds, ["pc"])[0])
 
 
 # ---- shapes and element-wise --------------------------------------------------------------
@@ -471,9 +471,9 @@ def test_eltwise_coefficients_prod_max(tmp_path):
     feeds = feeds_for(net)
     out = run(net, blobs, feeds)
     a, b, c = (feeds[k].astype(np.float64) for k in "abc")
-    close(out["sum"], 0.5 * a - 2 * b + c)
-    close(out["prod"], a * b * c)
-    close(out["max"], np.maximum(np.maximum(a, b), c))
+    assert_close(out["sum"], 0.5 * a - 2 * b + c)
+    assert_close(out["prod"], a * b * c)
+    assert_close(out["max"], np.maximum(np.maximum(a, b), c))
 
 
 def test_softmax_axis_2_and_negative(tmp_path):
@@ -487,7 +487,7 @@ def test_softmax_axis_2_and_negative(tmp_path):
     x = feeds["data"].astype(np.float64)
     for top, axis in (("sm", 2), ("sn", 3), ("s1", 1)):
         e = np.exp(x - x.max(axis, keepdims=True))
-        close(out[top], e / e.sum(axis, keepdims=True))
+        assert_close(out[top], e / e.sum(axis, keepdims=True))
 
 
 def test_crop_offsets(tmp_path):
@@ -500,9 +500,9 @@ def test_crop_offsets(tmp_path):
     feeds = feeds_for(net)
     out = run(net, blobs, feeds)
     x = feeds["data"]
-    close(out["c2"], x[:, :, 3:7, 1:7])
-    close(out["c1"], x[:, 2:5, 2:6, 2:8])
-    close(out["c0"], x[:, :, :, 0:6])
+    assert_close(out["c2"], x[:, :, 3:7, 1:7])
+    assert_close(out["c1"], x[:, 2:5, 2:6, 2:8])
+    assert_close(out["c0"], x[:, :, :, 0:6])
 
 
 def test_reshape_flatten_slice_concat_tile(tmp_path):
@@ -520,12 +520,12 @@ def test_reshape_flatten_slice_concat_tile(tmp_path):
     feeds = feeds_for(net)
     out = run(net, blobs, feeds)
     x = feeds["data"]
-    close(out["r"], x.reshape(2, 6, 10))
-    close(out["ra"], x.reshape(2, 3, 2, 2, 5))
-    close(out["f"], x.reshape(2, 3, 20))
-    close(out["s1"], x[..., 1:4])
-    close(out["cat"], np.concatenate([x[..., 4:], x[..., :1]], axis=-1))
-    close(out["t"], np.tile(x, (1, 1, 3, 1)))
+    assert_close(out["r"], x.reshape(2, 6, 10))
+    assert_close(out["ra"], x.reshape(2, 3, 2, 2, 5))
+    assert_close(out["f"], x.reshape(2, 3, 20))
+    assert_close(out["s1"], x[..., 1:4])
+    assert_close(out["cat"], np.concatenate([x[..., 4:], x[..., :1]], axis=-1))
+    assert_close(out["t"], np.tile(x, (1, 1, 3, 1)))
 
 
 def test_argmax_and_reduction(tmp_path):
@@ -549,13 +549,13 @@ def test_argmax_and_reduction(tmp_path):
     flat = x.reshape(2, -1)
     order = np.argsort(-flat, axis=1)[:, :2]
     ref = np.concatenate([order, np.take_along_axis(flat, order, 1)], axis=1).reshape(2, 2, 2, 1)
-    close(out["amv"], ref)
+    assert_close(out["amv"], ref)
     np.testing.assert_array_equal(out["ax"], x.argmax(2)[:, :, None, :])
-    close(out["axv"], -np.sort(-x, axis=1)[:, :2])
-    close(out["rs"], 2 * x.reshape(2, -1).sum(1))
-    close(out["ra"], np.abs(x).reshape(2, 3, -1).sum(-1))
-    close(out["rq"], (x ** 2).sum(-1))
-    close(out["rm"], 3 * x.mean())
+    assert_close(out["axv"], -np.sort(-x, axis=1)[:, :2])
+    assert_close(out["rs"], 2 * x.reshape(2, -1).sum(1))
+    assert_close(out["ra"], np.abs(x).reshape(2, 3, -1).sum(-1))
+    assert_close(out["rq"], (x ** 2).sum(-1))
+    assert_close(out["rm"], 3 * x.mean())
 
 
 def test_neurons(tmp_path):
@@ -593,7 +593,7 @@ def test_neurons(tmp_path):
         "swish": x * sigmoid(1.5 * x), "drop": x, "chain": 3 * np.maximum(x, 0),
     }
     for name, ref in refs.items():
-        close(out[name], ref)
+        assert_close(out[name], ref)
 
 
 def test_embed_and_batch_reindex_and_parameter(tmp_path):
@@ -609,9 +609,9 @@ def test_embed_and_batch_reindex_and_parameter(tmp_path):
     feeds = feeds_for(net, tok=tok, idx=idx)
     out = run(net, blobs, feeds)
     w, b = blobs["emb"]
-    close(out["emb"], w[tok.astype(int)] + b)
-    close(out["br"], feeds["data"][[4, 0, 4]])
-    close(out["par"], blobs["par"][0])
+    assert_close(out["emb"], w[tok.astype(int)] + b)
+    assert_close(out["br"], feeds["data"][[4, 0, 4]])
+    assert_close(out["par"], blobs["par"][0])
 
 
 # ---- recurrent ---------------------------------------------------------------------------
@@ -627,7 +627,7 @@ def test_lstm_unrolled_with_resets(tmp_path):
     feeds = feeds_for(net, cont=CONT)
     y = run(net, blobs, feeds)["h"]
     w_xc, b_c, w_hc = blobs["lstm"]
-    close(y, lstm_ref(feeds["x"], CONT, w_xc, b_c, w_hc)[0])
+    assert_close(y, lstm_ref(feeds["x"], CONT, w_xc, b_c, w_hc)[0])
 
 
 def test_lstm_expose_hidden_and_static_input(tmp_path):
@@ -642,9 +642,9 @@ def test_lstm_expose_hidden_and_static_input(tmp_path):
     out = run(net, blobs, feeds)
     w_xc, b_c, w_s, w_hc = blobs["lstm"]
     h, h_t, c_t = lstm_ref(feeds["x"], CONT, w_xc, b_c, w_hc, feeds["h0"], feeds["c0"], feeds["xs"], w_s)
-    close(out["h"], h)
-    close(out["hT"], h_t)
-    close(out["cT"], c_t)
+    assert_close(out["h"], h)
+    assert_close(out["hT"], h_t)
+    assert_close(out["cT"], c_t)
 
 
 def test_rnn_and_lstm_unit(tmp_path):
@@ -657,10 +657,10 @@ def test_rnn_and_lstm_unit(tmp_path):
     net, blobs = build(tmp_path, text)
     feeds = feeds_for(net, cont=CONT)
     out = run(net, blobs, feeds)
-    close(out["o"], rnn_ref(feeds["x"], CONT, *blobs["rnn"])[0])
+    assert_close(out["o"], rnn_ref(feeds["x"], CONT, *blobs["rnn"])[0])
     o2, h_t = rnn_ref(feeds["x"], CONT, *blobs["rnn2"], h0=feeds["h0"])
-    close(out["o2"], o2)
-    close(out["hT"], h_t)
+    assert_close(out["o2"], o2)
+    assert_close(out["hT"], h_t)
 
     text = inp("c_prev", 1, 3, 4) + inp("gates", 1, 3, 16) + inp("cont", 1, 3) + (
         'layer { name: "unit" type: "LSTMUnit" bottom: "c_prev" bottom: "gates" bottom: "cont" top: "c" top: "h" }\n')
@@ -673,8 +673,8 @@ def test_rnn_and_lstm_unit(tmp_path):
     g = feeds["gates"][0].astype(np.float64)
     i, f, o, gg = sigmoid(g[:, :4]), sigmoid(g[:, 4:8]) * cont[0][:, None], sigmoid(g[:, 8:12]), np.tanh(g[:, 12:])
     c = f * feeds["c_prev"][0] + i * gg
-    close(out["c"], c[None])
-    close(out["h"], (o * np.tanh(c))[None])
+    assert_close(out["c"], c[None])
+    assert_close(out["h"], (o * np.tanh(c))[None])
 
 
 # ---- the exporter's rules -------------------------------------------------------------------
@@ -698,7 +698,7 @@ def test_shared_weights_one_initializer_and_training_layers(tmp_path):
     assert any("training-only" in w and "'loss'" in w and "'acc'" in w for w in info.warnings)
     feeds = feeds_for(net)
     y = run(net, blobs, feeds)["fa"]
-    close(y, feeds["a"].astype(np.float64) @ blobs["ipa"][0].T + blobs["ipa"][1])
+    assert_close(y, feeds["a"].astype(np.float64) @ blobs["ipa"][0].T + blobs["ipa"][1])
 
 
 def test_in_place_names_and_all_blobs(tmp_path):
@@ -711,8 +711,8 @@ def test_in_place_names_and_all_blobs(tmp_path):
     assert [o.name for o in model.graph.output] == ["conv"]
     out = run(net, blobs, feeds_for(net), all_blobs=True)
     assert set(out) == {"conv", "conv@conv", "conv@relu"}
-    close(out["conv"], np.maximum(out["conv@conv"], 0) + 1)
-    close(out["conv@relu"], np.maximum(out["conv@conv"], 0))
+    assert_close(out["conv"], np.maximum(out["conv@conv"], 0) + 1)
+    assert_close(out["conv@relu"], np.maximum(out["conv@conv"], 0))
 
 
 def test_missing_lowerings_are_reported_together(tmp_path, request):
@@ -751,9 +751,9 @@ def test_opset_18_and_bad_opset(tmp_path):
     a = run(net, blobs, feeds, opset=13)
     b = run(net, blobs, feeds, opset=18)
     for k in a:
-        close(b[k], a[k], 1e-6)
+        assert_close(b[k], a[k], 1e-6)
     x = feeds["data"].astype(np.float64)
-    close(a["rm"], x.reshape(2, -1).mean(1))
+    assert_close(a["rm"], x.reshape(2, -1).mean(1))
     with pytest.raises(ExportError, match="opset 12"):
         export(net, blobs, opset=12)
 
@@ -784,9 +784,9 @@ def test_shared_blob_viewed_in_two_shapes_and_input_rewritten_in_place(tmp_path)
     out = run(net, blobs, feeds)
     x = -feeds["data"].astype(np.float64)
     a = blobs["p1"][0]
-    close(out["p1"], np.maximum(x, 0) + a.reshape(1, 3, 1, 1) * np.minimum(x, 0))
+    assert_close(out["p1"], np.maximum(x, 0) + a.reshape(1, 3, 1, 1) * np.minimum(x, 0))
     ip = x.reshape(2, -1) @ blobs["ip"][0].T + blobs["ip"][1]
-    close(out["p2"], np.maximum(ip, 0) + a * np.minimum(ip, 0))
+    assert_close(out["p2"], np.maximum(ip, 0) + a * np.minimum(ip, 0))
 
 
 def test_layer_rules_found_while_lowering(tmp_path):
@@ -808,8 +808,8 @@ def test_layer_rules_found_while_lowering(tmp_path):
     x = feeds["data"].astype(np.float64)
     xc = x - x.mean(2, keepdims=True)
     ref = xc / (np.sqrt((xc ** 2).mean(2, keepdims=True)) + 1e-9)
-    close(out["mvn"], ref[..., None])
-    close(out["mx"], np.maximum(x, ref))  # MAX ignores the coefficients, as Caffe does
+    assert_close(out["mvn"], ref[..., None])
+    assert_close(out["mx"], np.maximum(x, ref))  # MAX ignores the coefficients, as Caffe does
     with pytest.raises(NetError, match=r"pad \[1, 2\] >= kernel \[2, 2\]"):  # Caffe's CHECK_LT(pad_w_, kernel_w_)
         build(tmp_path, inp("data", 1, 1, 7, 5) + 'layer { name: "s" type: "SPP" bottom: "data" top: "s" '
               'spp_param { pyramid_height: 3 } }\n')
