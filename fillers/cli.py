@@ -45,6 +45,7 @@ examples:
   fill-net train_val.prototxt --phase TRAIN --input data=64,3,227,227
   fill-net deploy.prototxt --weights trained.caffemodel -o finetune.caffemodel
   fill-net deploy.prototxt --filler xavier --onnx deploy.onnx          # export and check
+  fill-net shufflenet.prototxt --plugin my_layers.py --dry-run        # fork layer types
 
 exit status: 0 success, 1 bad input or a failed check, 2 bad usage.
 """
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--stage", action="append", default=None, metavar="NAME",
                      help="a NetState stage for include/exclude rules (repeatable)")
     net.add_argument("--level", type=int, default=None, help="the NetState level")
+    net.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="import this Python file or module first: it may register layer types "
+                          "(fillers.layers.register) for fork layers (repeatable)")
     net.add_argument("--input", action="append", default=[], metavar="NAME=N,C,H,W",
                      help="the shape of a data layer's top that reads a database, files or Python "
                           "(repeatable)")
@@ -217,8 +221,31 @@ def _warn(messages):
         print(f"{PROG}: warning: {w}", file=sys.stderr)
 
 
+def load_plugin(spec: str) -> None:
+    """Import a plugin given as a path to a .py file or as a module name."""
+    import importlib
+    import importlib.util
+
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            name = "fillers_plugin_" + os.path.splitext(os.path.basename(spec))[0]
+            loader_spec = importlib.util.spec_from_file_location(name, spec)
+            if loader_spec is None or not os.path.exists(spec):
+                raise FileNotFoundError(f"no such file: {spec}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            loader_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except Exception as exc:  # a plugin's own error: report it in one line
+        raise UsageError(f"cannot load plugin '{spec}': {type(exc).__name__}: {exc}") from None
+
+
 def _run(args, parser) -> int:
     from .layers import known_types
+
+    for spec in args.plugin:
+        load_plugin(spec)
 
     if args.list_layers:
         print("\n".join(known_types()))
