@@ -133,7 +133,8 @@ def load(path, phase="TEST", input_shapes=None, stages=None, level=None, text=No
     result = read_net(path, text=text)
     state = make_state(result.net, phase=phase, stages=stages, level=level)
     kept = filter_net(result.net, state)
-    net = build(kept, parse_input_shapes(input_shapes), name=result.net.name, path=result.path)
+    net = build([result.net.layer[i] for i in kept], parse_input_shapes(input_shapes), name=result.net.name,
+                path=result.path, fork_fields=[result.fork_fields[i] for i in kept])
     net.phase = phase
     net.warnings = result.warnings + net.warnings
     net.net_param = result.net
@@ -170,8 +171,11 @@ def _unknown_types_error(layers) -> Optional[UnknownLayerTypeError]:
         layer=first.name, layer_type=first.type or "?")
 
 
-def build(layer_params, input_shapes=None, name="", path="") -> Net:
-    """Build a :class:`Net` from filtered ``LayerParameter``s (in Caffe's order)."""
+def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -> Net:
+    """Build a :class:`Net` from filtered ``LayerParameter``s (in Caffe's order).
+
+    ``fork_fields`` gives, per layer, the fork fields read out of its text (``{name:
+    value text}``); a layer type's instance sees them as ``self.fork_fields``."""
     input_shapes = dict(input_shapes or {})
     err = _unknown_types_error(layer_params)
     if err is not None:
@@ -183,9 +187,10 @@ def build(layer_params, input_shapes=None, name="", path="") -> Net:
     inputs: list = []
     owners_by_name: dict = {}
     used_inputs: set = set()
-    for lp in layer_params:
+    for li, lp in enumerate(layer_params):
         cls = lookup(lp.type)
         spec = cls(lp)
+        spec.fork_fields = fork_fields[li] if fork_fields else {}
         _check_count(len(lp.bottom), cls.bottoms, "bottom(s)", lp)
         if not (cls.auto_tops and len(lp.top) < (cls.tops[0] or 0)):
             _check_count(len(lp.top), cls.tops, "top(s)", lp)

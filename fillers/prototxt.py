@@ -37,6 +37,9 @@ class ReadResult:
     warnings: list = field(default_factory=list)
     from_solver: bool = False
     format: str = "V2"
+    #: per layer of ``net.layer`` (same order): ``{field name: value text}`` of the fork
+    #: fields read out of that layer's text, for plugins of fork layer types
+    fork_fields: list = field(default_factory=list)
 
 
 def _position(text: str, line: int, col: int) -> int:
@@ -137,11 +140,17 @@ def _blank(text: str, start: int, end: int, replacement: str = "") -> str:
     return text[:start] + filler + text[end:]
 
 
-def parse_text(text: str, message, path: str, warnings: list):
-    """Parse ``text`` into ``message``, blanking out fork fields with a warning each."""
+def parse_text(text: str, message, path: str, warnings: list, stripped: list | None = None):
+    """Parse ``text`` into ``message``, blanking out fork fields with a warning each.
+
+    ``stripped`` (if given) receives ``(offset, owner message, field name, value text)`` for
+    every field blanked out, and finally ``(None, None, None, text)`` with the text as
+    parsed (offsets refer to it)."""
     for _ in range(_MAX_FORK_FIELDS):
         try:
             text_format.Parse(text, message, allow_unknown_extension=False)
+            if stripped is not None:
+                stripped.append((None, None, None, text))
             return message
         except text_format.ParseError as exc:
             msg = str(exc)
@@ -166,6 +175,8 @@ def parse_text(text: str, message, path: str, warnings: list):
                 shown = shown if len(shown) <= 30 and "{" not in shown else "{...}"
                 warnings.append(f"{path}:{line}:{col}: ignoring field '{name}' ({short}; value {shown}), "
                                 "which BVLC Caffe does not have")
+            if stripped is not None:
+                stripped.append((start, owner, name, value.strip()))
             text = _blank(text, start, end, replacement)
             message.Clear()
     raise ParseError(path, "too many fields unknown to BVLC Caffe")
@@ -202,16 +213,18 @@ def read_net(path, text: str | None = None) -> ReadResult:
     else:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     warnings: list = []
+    stripped: list = []
     net = caffe_pb2.NetParameter()
     from_solver = False
     try:
-        parse_text(text, net, path, warnings)
+        parse_text(text, net, path, warnings, stripped)
     except ParseError as exc:
         m = re.search(r'Message type "caffe.NetParameter" has no field named "(\w+)"', exc.detail)
         if not (m and m.group(1) in _SOLVER_ONLY):
             raise
         warnings.clear()
-        solver = parse_text(text, caffe_pb2.SolverParameter(), path, warnings)
+        stripped.clear()
+        solver = parse_text(text, caffe_pb2.SolverParameter(), path, warnings, stripped)
         from_solver = True
         if solver.HasField("net_param"):
             net = solver.net_param
@@ -230,15 +243,74 @@ def read_net(path, text: str | None = None) -> ReadResult:
             inner.from_solver = True
             inner.warnings[:0] = warnings
             return inner
+    fork = _fork_fields_by_layer(stripped, max(len(net.layer), len(net.layers)))
     fmt = "V2"
     if len(net.layers):
         fmt = "V1"
         if len(net.layer):
             raise ParseError(path, "the file mixes V2 'layer {}' and V1 'layers {}' entries; use one kind")
         net = upgrade_v1(net, path)
-    upgrade_inputs(net, path)
+    if upgrade_inputs(net, path):
+        fork.insert(0, {})
     upgrade_batchnorm(net)
-    return ReadResult(net=net, path=path, warnings=warnings, from_solver=from_solver, format=fmt)
+    return ReadResult(net=net, path=path, warnings=warnings, from_solver=from_solver, format=fmt,
+                      fork_fields=fork)
+
+
+def _layer_blocks(text: str):
+    """(start, end) offsets of the ``layer {}`` / ``layers {}`` blocks, in order (inside a
+    solver's ``net_param {}`` too)."""
+    blocks, i, n, depth = [], 0, len(text), 0
+    stack = []  # names of the open blocks
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            i = _skip_string(text, i)
+            continue
+        if c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if c.isalpha() or c == "_":
+            j = i
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            word = text[i:j]
+            k = _skip_space(text, j)
+            if k < n and text[k] == ":":
+                k = _skip_space(text, k + 1)
+            if k < n and text[k] in "{<":
+                stack.append((word, i))
+                i = k + 1
+                continue
+            i = j
+            continue
+        if c in "}>" and stack:
+            word, start = stack.pop()
+            outer = [w for w, _ in stack]
+            if word in ("layer", "layers") and outer in ([], ["net_param"], ["train_net_param"]):
+                blocks.append((start, i + 1))
+        i += 1
+    return blocks
+
+
+def _fork_fields_by_layer(stripped, n_layers):
+    """Map the fork fields blanked out of the text to the layers whose blocks held them."""
+    out = [{} for _ in range(n_layers)]
+    if len(stripped) < 2:
+        return out
+    text = stripped[-1][3]
+    blocks = _layer_blocks(text)
+    if len(blocks) != n_layers:
+        return out
+    for offset, owner, name, value in stripped[:-1]:
+        for i, (a, b) in enumerate(blocks):
+            if a <= offset < b:
+                key = name if owner in ("caffe.LayerParameter", "caffe.V1LayerParameter") else \
+                    f"{owner.split('.')[-1]}.{name}"
+                out[i][key] = value
+                break
+    return out
 
 
 # ---- upgrades --------------------------------------------------------------------------
@@ -307,7 +379,7 @@ def upgrade_inputs(net, path):
     if not len(net.input):
         if len(net.input_dim) or len(net.input_shape):
             raise ParseError(path, "input_dim/input_shape are given without any 'input:' name")
-        return
+        return False
     inp = caffe_pb2.LayerParameter(name="input", type="Input")
     n = len(net.input)
     if len(net.input_shape):
@@ -331,6 +403,7 @@ def upgrade_inputs(net, path):
     del net.input[:]
     del net.input_dim[:]
     del net.input_shape[:]
+    return True
 
 
 def upgrade_batchnorm(net):
@@ -369,9 +442,9 @@ def meets_rule(state, rule) -> bool:
 
 
 def filter_net(net, state):
-    """The layers Caffe keeps for ``state`` (Net::FilterNet)."""
+    """The indices of the layers Caffe keeps for ``state`` (Net::FilterNet)."""
     kept = []
-    for lp in net.layer:
+    for index, lp in enumerate(net.layer):
         if len(lp.include) and len(lp.exclude):
             raise NetError("give either include or exclude rules, not both", layer=lp.name, layer_type=lp.type)
         included = len(lp.include) == 0
@@ -380,5 +453,5 @@ def filter_net(net, state):
         if any(meets_rule(state, r) for r in lp.include):
             included = True
         if included:
-            kept.append(lp)
+            kept.append(index)
     return kept

@@ -27,7 +27,15 @@ PLUGIN = textwrap.dedent('''
 
     @register("ShuffleChannel")
     class ShuffleChannel(LayerType):
-        """Reorders channels; the shape is unchanged."""
+        """Reorders channels in `group` groups; the shape is unchanged.  Its parameter
+        message is a fork field, read from the layer's fork_fields."""
+
+        def outputs(self, bottoms):
+            text = self.fork_fields["shuffle_channel_param"]  # the text of "{ group: 3 }"
+            group = int(text.split("group:")[1].split()[0].rstrip("}"))
+            if bottoms[0][1] % group:
+                self.fail(f"{bottoms[0][1]} channels cannot be shuffled in {group} groups")
+            return [tuple(bottoms[0])]
 ''')
 
 
@@ -56,6 +64,19 @@ def test_plugin_makes_the_net_build(plugin, capsys):
     assert dw["type"] == "ConvolutionDepthwise"
     assert dw["params"] == [[54, 1, 3, 3]]
     assert net["blobs"]["fc1000"][:2] == [1, 1000]
+    assert net["blobs"]["shuffle2"] == net["blobs"]["resx2_conv1"]
+
+
+def test_fork_fields_reach_the_layer(plugin):
+    from fillers.cli import load_plugin
+    from fillers.net import load
+
+    load_plugin(str(plugin))
+    net = load(SHUFFLENET)
+    shuffle = net.layer("shuffle2")
+    assert shuffle.spec.fork_fields == {"shuffle_channel_param": "{\n    group: 3\n  }"}
+    assert net.layer("resx1_conv2").spec.fork_fields == {}
+    assert any("'shuffle_channel_param'" in w for w in net.warnings)
 
 
 def test_broken_plugin_is_a_usage_error(tmp_path, capsys):

@@ -81,6 +81,9 @@ class LayerType:
     def __init__(self, lp, phase: int = 1):
         self.lp = lp
         self.phase = phase
+        #: fields of this layer's text that BVLC's schema lacks (``{name: value text}``,
+        #: e.g. ``{"shuffle_channel_param": "{ group: 3 }"}``): for fork layer types
+        self.fork_fields: dict = {}
 
     # ---- rules every type may override -------------------------------------------------
     def params(self, bottoms: Sequence[Shape]) -> list:
