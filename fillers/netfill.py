@@ -93,7 +93,8 @@ def describe_filler(fp) -> str:
 
 @dataclass
 class BlobRecord:
-    """What happened to one parameter blob."""
+    """What happened to one parameter blob; ``mean``/``std`` of its values are computed
+    when first asked for (a quiet run never pays for them)."""
 
     layer: str
     index: int
@@ -102,9 +103,22 @@ class BlobRecord:
     filler: str  # description, or "shared:<layer>/<i>", "weights", "zero"
     fan_in: Optional[int]
     fan_out: Optional[int]
-    mean: float
-    std: float
     source: str  # "filled", "shared", "weights", "zero", "identity"
+    array: np.ndarray = field(repr=False, default=None)
+    _stats: Optional[tuple] = field(repr=False, default=None)
+
+    @property
+    def mean(self) -> float:
+        return self.stats()[0]
+
+    @property
+    def std(self) -> float:
+        return self.stats()[1]
+
+    def stats(self) -> tuple:
+        if self._stats is None:
+            self._stats = _stats(self.array)
+        return self._stats
 
 
 @dataclass
@@ -260,14 +274,13 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                 fresh_bn.append(layer.name)
         blobs[layer.name] = arrays
         for j, (pb, arr) in enumerate(zip(layer.params, arrays)):
-            mean, std = _stats(arr)
             try:
                 fi, fo = fan_in_fan_out(pb.shape, caffe_version=caffe_version) if len(pb.shape) else (1, 1)
             except ValueError:
                 fi = fo = None
             src = descs[j].split(":")[0] if descs[j] else "filled"
             src = src if src in ("shared", "weights", "zero", "identity") else "filled"
-            records.append(BlobRecord(layer.name, j, pb.name, tuple(pb.shape), descs[j], fi, fo, mean, std, src))
+            records.append(BlobRecord(layer.name, j, pb.name, tuple(pb.shape), descs[j], fi, fo, src, arr))
         done += layer.n_params
         if progress is not None:
             progress(done, total, layer.name)
@@ -278,6 +291,8 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
             "at inference Caffe multiplies their input by 1/sqrt(eps) (316x at eps 1e-5); "
             "use --batchnorm identity for mean 0, variance 1")
     _fix_shared_after_weights(net, blobs)
+    for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
+        r.array = blobs[r.layer][r.index]
     return FilledNet(net=net, blobs=blobs, records=records, seed=seed,
                      rng="caffe" if isinstance(stream, CaffeRNG) else "fast", warnings=warnings)
 
