@@ -294,8 +294,3 @@ def _external_shapes(spec, lp, input_shapes, used):
                 f"top '{t}' gets its shape from {where} at run time; give it with "
                 f"--input {t}=N,C,H,W (e.g. --input {t}=1,3,224,224)", layer=lp.name, layer_type=lp.type)
     return out
-
-
-def caffe_split_name(blob: str, layer: str, top_index: int, split_index: int) -> str:
-    """The name Caffe gives a blob copy made by an auto-inserted Split layer."""
-    return f"{blob}_{layer}_{top_index}_split_{split_index}"

@@ -260,7 +260,7 @@ def read_net(path, text: str | None = None) -> ReadResult:
 def _layer_blocks(text: str):
     """(start, end) offsets of the ``layer {}`` / ``layers {}`` blocks, in order (inside a
     solver's ``net_param {}`` too)."""
-    blocks, i, n, depth = [], 0, len(text), 0
+    blocks, i, n = [], 0, len(text)
     stack = []  # names of the open blocks
     while i < n:
         c = text[i]

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Sequence
 
-from ..errors import NetError
 
 Shape = tuple
 
@@ -180,7 +179,3 @@ def lookup(type_name: str):
 
 def known_types() -> list:
     return sorted(_REGISTRY)
-
-
-def layer_error(layer_name: str, layer_type: str, message: str) -> NetError:
-    return NetError(message, layer=layer_name, layer_type=layer_type)
