@@ -133,6 +133,10 @@ def load(path, phase="TEST", input_shapes=None, stages=None, level=None, text=No
     result = read_net(path, text=text)
     state = make_state(result.net, phase=phase, stages=stages, level=level)
     kept = filter_net(result.net, state)
+    if not kept:
+        what = "no layers" if not len(result.net.layer) else \
+            f"no layers left for phase {'TRAIN' if phase == 0 else 'TEST'} (its include/exclude rules drop them all)"
+        raise NetError(f"{result.path}: the net has {what}")
     net = build([result.net.layer[i] for i in kept], parse_input_shapes(input_shapes), name=result.net.name,
                 path=result.path, fork_fields=[result.fork_fields[i] for i in kept])
     net.phase = phase

@@ -188,6 +188,9 @@ def read_text_file(path) -> str:
             raw = fh.read()
     except OSError as exc:
         raise ParseError(path, f"cannot read the file: {exc.strerror}") from None
+    if b"\x00" in raw[:65536]:
+        raise ParseError(path, "this is a binary file (a .caffemodel?), not a text prototxt; give the net "
+                               "definition, and the weights with --weights")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -119,3 +119,19 @@ def test_help_explains_fillers():
     proc = run(["--help"])
     assert proc.returncode == 0
     assert "xavier             U(-sqrt(3/n), sqrt(3/n))" in proc.stdout and "--rng {fast,caffe}" in proc.stdout
+
+
+def test_binary_and_empty_inputs_are_explained(tmp_path):
+    binary = tmp_path / "w.caffemodel"
+    binary.write_bytes(b"\n\x05lenet\xa2\x06\x00\x00\x00")
+    proc = run([binary, "--dry-run"])
+    assert proc.returncode == 1
+    assert one_error_line(proc) == f"{binary}: this is a binary file (a .caffemodel?), not a text prototxt; " \
+                                   "give the net definition, and the weights with --weights"
+    empty = write(tmp_path, 'name: "e"\n', "empty.prototxt")
+    proc = run([empty, "--dry-run"])
+    assert proc.returncode == 1 and one_error_line(proc) == f"{empty}: the net has no layers"
+    train_only = write(tmp_path, GOOD.replace("} }\n", "} include { phase: TRAIN } }\n"), "t.prototxt")
+    proc = run([train_only, "--dry-run"])
+    assert "no layers left for phase TEST" in one_error_line(proc)
+    assert run([train_only, "--dry-run", "--phase", "TRAIN"]).returncode == 0
