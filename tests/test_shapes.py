@@ -114,3 +114,19 @@ def test_recurrent_params(tmp_path):
     lstm = net.layer("lstm")
     draws = lstm.spec.draws(lstm.params, lstm.bottom_shapes)
     assert [i for i, _ in draws] == [0, 1, 2, None, None, None]  # W_hc drawn once per time step
+
+
+def test_lstm_unit_checks_caffes_shapes(tmp_path):
+    def net_with(x_dims):
+        p = tmp_path / "u.prototxt"
+        p.write_text('layer { name: "in" type: "Input" top: "c" top: "x" top: "k" input_param { '
+                     f'shape {{ dim: 1 dim: 2 dim: 3 }} shape {{ {" ".join(f"dim: {d}" for d in x_dims)} }} '
+                     'shape { dim: 1 dim: 2 } } }\n'
+                     'layer { name: "u" type: "LSTMUnit" bottom: "c" bottom: "x" bottom: "k" top: "c1" top: "h1" }\n')
+        return load(p)
+
+    assert net_with((1, 2, 12)).blobs["h1"] == (1, 2, 3)
+    with pytest.raises(NetError, match="layer 'u' \\(LSTMUnit\\): x must hold 4 x 3 gate values"):
+        net_with((1, 2, 11))
+    with pytest.raises(NetError, match="every bottom must be 1 x N"):
+        net_with((1, 3, 12))

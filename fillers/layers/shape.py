@@ -473,7 +473,16 @@ class LSTMUnit(LayerType):
     tops = (2, 2)
 
     def outputs(self, bottoms):
-        return [tuple(bottoms[0])] * 2
+        c_prev, x, cont = (tuple(b) for b in bottoms)
+        if len(c_prev) != 3 or len(x) != 3 or len(cont) != 2:
+            self.fail(f"needs c_prev 1 x N x H, x 1 x N x 4H and cont 1 x N; got {list(c_prev)}, {list(x)}, "
+                      f"{list(cont)}")
+        if any(b[0] != 1 or b[1] != c_prev[1] for b in (c_prev, x, cont)):
+            self.fail(f"every bottom must be 1 x N x ... with N = {c_prev[1]}; got {list(c_prev)}, {list(x)}, "
+                      f"{list(cont)}")
+        if x[2] != 4 * c_prev[2]:
+            self.fail(f"x must hold 4 x {c_prev[2]} gate values per instance, not {x[2]}")
+        return [c_prev] * 2
 
     def lower(self, ctx):
         """Gates (i, f, o, g) = split(x); ``c = cont * sigmoid(f) * c_prev + sigmoid(i) * tanh(g)``,
