@@ -140,12 +140,75 @@ def _blank(text: str, start: int, end: int, replacement: str = "") -> str:
     return text[:start] + filler + text[end:]
 
 
+def _unknown_fields(text: str, root):
+    """One pass over ``text`` that finds the fields unknown to the schema below the top
+    level: ``(start, end, owner full name, field name)`` each.  Top-level unknowns are left
+    to the parser (they tell a solver file from a net).  What the walk cannot follow is
+    left to the parser too, whose errors then find the rest one at a time."""
+    found, stack, i, n = [], [root], 0, len(text)
+    while True:
+        i = _skip_space(text, i)
+        if i >= n:
+            return found
+        c = text[i]
+        if c in "}>":
+            if len(stack) > 1:
+                stack.pop()
+            i += 1
+            continue
+        if not (c.isalpha() or c == "_"):
+            i += 1
+            continue
+        j = i
+        while j < n and (text[j].isalnum() or text[j] == "_"):
+            j += 1
+        desc = stack[-1]
+        fd = desc.fields_by_name.get(text[i:j]) if desc is not None else None
+        k = _skip_space(text, j)
+        if k < n and text[k] == ":":
+            k = _skip_space(text, k + 1)
+        unknown = desc is not None and fd is None and len(stack) > 1
+        if k < n and text[k] in "{<" and not unknown:
+            stack.append(fd.message_type if fd is not None else None)
+            i = k + 1
+            continue
+        end = _skip_value(text, k)
+        if unknown:
+            found.append((i, end, desc.full_name, text[i:j]))
+        i = max(end, j)
+
+
 def parse_text(text: str, message, path: str, warnings: list, stripped: list | None = None):
     """Parse ``text`` into ``message``, blanking out fork fields with a warning each.
 
     ``stripped`` (if given) receives ``(offset, owner message, field name, value text)`` for
     every field blanked out, and finally ``(None, None, None, text)`` with the text as
     parsed (offsets refer to it)."""
+
+    def strip(text, start, end, owner, name):
+        value = text[start:end].split(name, 1)[1].lstrip().lstrip(":").strip()
+        line = text.count("\n", 0, start) + 1
+        col = start - (text.rfind("\n", 0, start) + 1) + 1
+        replacement = ""
+        if owner == "caffe.PoolingParameter" and name == "ceil_mode":
+            mode = "FLOOR" if value.lower() in ("false", "0", "f") else "CEIL"
+            replacement = f"round_mode:{mode}"
+            warnings.append(f"{path}:{line}:{col}: fork field pooling_param.ceil_mode: {value} "
+                            f"read as BVLC's round_mode: {mode}")
+        else:
+            shown = value.split("\n")[0]
+            shown = shown if len(shown) <= 30 and "{" not in shown else "{...}"
+            warnings.append(f"{path}:{line}:{col}: ignoring field '{name}' ({owner.split('.')[-1]}; value {shown}), "
+                            "which BVLC Caffe does not have")
+        if stripped is not None:
+            stripped.append((start, owner, name, value))
+        return _blank(text, start, end, replacement)
+
+    for start, end, owner, name in reversed(_unknown_fields(text, message.DESCRIPTOR)):
+        text = strip(text, start, end, owner, name)
+    if stripped is not None:
+        stripped.sort(key=lambda s: s[0])
+    warnings.sort(key=lambda w: [int(x) if x.isdigit() else x for x in re.split(r":(\d+):(\d+):", w, 1)[1:3]])
     for _ in range(_MAX_FORK_FIELDS):
         try:
             text_format.Parse(text, message, allow_unknown_extension=False)
@@ -159,25 +222,9 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
             if m is None or line is None or m.group(1) in ("caffe.NetParameter", "caffe.SolverParameter"):
                 detail = re.sub(r"^\d+:\d+ : ", "", msg)
                 raise ParseError(path, detail, line, col) from None
-            owner, name = m.group(1), m.group(2)
             start = _position(text, line, col)
-            end, value = _field_span(text, start)
-            replacement = ""
-            if owner == "caffe.PoolingParameter" and name == "ceil_mode":
-                v = value.strip().lower()
-                mode = "FLOOR" if v in ("false", "0", "f") else "CEIL"
-                replacement = f"round_mode:{mode}"
-                warnings.append(f"{path}:{line}:{col}: fork field pooling_param.ceil_mode: {value.strip()} "
-                                f"read as BVLC's round_mode: {mode}")
-            else:
-                short = owner.split(".")[-1]
-                shown = value.strip().split("\n")[0]
-                shown = shown if len(shown) <= 30 and "{" not in shown else "{...}"
-                warnings.append(f"{path}:{line}:{col}: ignoring field '{name}' ({short}; value {shown}), "
-                                "which BVLC Caffe does not have")
-            if stripped is not None:
-                stripped.append((start, owner, name, value.strip()))
-            text = _blank(text, start, end, replacement)
+            end, _ = _field_span(text, start)
+            text = strip(text, start, end, m.group(1), m.group(2))
             message.Clear()
     raise ParseError(path, "too many fields unknown to BVLC Caffe")
 

@@ -142,3 +142,16 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "p" bottom: "l" }
 def test_schema_default_filler_is_constant():
     fp = caffe_pb2.FillerParameter()
     assert (fp.type, fp.value, fp.std, fp.sparse) == ("constant", 0.0, 1.0, -1)
+
+
+def test_many_fork_fields_are_all_read_in_one_pass(tmp_path):
+    lines = ['layer { name: "in" type: "Input" top: "x0" input_param { shape { dim: 1 dim: 1 dim: 6 dim: 6 } } }']
+    for i in range(60):
+        lines.append(f'layer {{ name: "p{i}" type: "Pooling" bottom: "x{i}" top: "x{i + 1}" '
+                     f'pooling_param {{ pool: MAX kernel_size: 1 ceil_mode: false }} my_fork_param {{ k: "}}" }} }}')
+    net = load(write(tmp_path, "\n".join(lines) + "\n"))
+    assert len(net.layers) == 61 and net.blobs["x60"] == (1, 1, 6, 6)
+    assert len(net.warnings) == 120
+    assert [int(w.split(":")[1]) for w in net.warnings] == sorted(i for i in range(2, 62) for _ in range(2))
+    assert all(net.layer(f"p{i}").spec.fork_fields == {"PoolingParameter.ceil_mode": "false",
+                                                       "my_fork_param": '{ k: "}" }'} for i in range(60))
