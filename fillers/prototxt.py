@@ -140,20 +140,26 @@ def _blank(text: str, start: int, end: int, replacement: str = "") -> str:
     return text[:start] + filler + text[end:]
 
 
-def _unknown_fields(text: str, root):
-    """One pass over ``text`` that finds the fields unknown to the schema below the top
-    level: ``(start, end, owner full name, field name)`` each.  Top-level unknowns are left
-    to the parser (they tell a solver file from a net).  What the walk cannot follow is
-    left to the parser too, whose errors then find the rest one at a time."""
-    found, stack, i, n = [], [root], 0, len(text)
+def _walk(text: str, root):
+    """One pass over ``text`` with the schema (``root``, a message descriptor).
+
+    Returns the fields unknown to the schema below the top level, ``(start, end, owner
+    full name, field name)`` each, and the ``(start, end)`` spans of the net's ``layer {}``
+    / ``layers {}`` blocks, in order.  Top-level unknowns are left to the parser (they tell
+    a solver file from a net); so is anything the walk cannot follow."""
+    found, blocks, i, n = [], [], 0, len(text)
+    stack = [(root, "", 0)]  # (descriptor or None, field name, start) of the open blocks
+    net = caffe_pb2.NetParameter.DESCRIPTOR
     while True:
         i = _skip_space(text, i)
         if i >= n:
-            return found
+            return found, blocks
         c = text[i]
         if c in "}>":
             if len(stack) > 1:
-                stack.pop()
+                _, name, start = stack.pop()
+                if name in ("layer", "layers") and stack[-1][0] is net:
+                    blocks.append((start, i + 1))
             i += 1
             continue
         if not (c.isalpha() or c == "_"):
@@ -162,14 +168,14 @@ def _unknown_fields(text: str, root):
         j = i
         while j < n and (text[j].isalnum() or text[j] == "_"):
             j += 1
-        desc = stack[-1]
+        desc = stack[-1][0]
         fd = desc.fields_by_name.get(text[i:j]) if desc is not None else None
         k = _skip_space(text, j)
         if k < n and text[k] == ":":
             k = _skip_space(text, k + 1)
         unknown = desc is not None and fd is None and len(stack) > 1
         if k < n and text[k] in "{<" and not unknown:
-            stack.append(fd.message_type if fd is not None else None)
+            stack.append((fd.message_type if fd is not None else None, text[i:j], i))
             i = k + 1
             continue
         end = _skip_value(text, k)
@@ -182,8 +188,8 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
     """Parse ``text`` into ``message``, blanking out fork fields with a warning each.
 
     ``stripped`` (if given) receives ``(offset, owner message, field name, value text)`` for
-    every field blanked out, and finally ``(None, None, None, text)`` with the text as
-    parsed (offsets refer to it)."""
+    every field blanked out, and finally ``(None, None, None, layer blocks)`` with the
+    spans of the layer blocks in the text as parsed (the offsets refer to it)."""
 
     def strip(text, start, end, owner, name):
         value = text[start:end].split(name, 1)[1].lstrip().lstrip(":").strip()
@@ -204,7 +210,7 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
             stripped.append((start, owner, name, value))
         return _blank(text, start, end, replacement)
 
-    for start, end, owner, name in reversed(_unknown_fields(text, message.DESCRIPTOR)):
+    for start, end, owner, name in reversed(_walk(text, message.DESCRIPTOR)[0]):
         text = strip(text, start, end, owner, name)
     if stripped is not None:
         stripped.sort(key=lambda s: s[0])
@@ -213,7 +219,8 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
         try:
             text_format.Parse(text, message, allow_unknown_extension=False)
             if stripped is not None:
-                stripped.append((None, None, None, text))
+                blocks = _walk(text, message.DESCRIPTOR)[1] if stripped else []  # only needed for fork fields
+                stripped.append((None, None, None, blocks))
             return message
         except text_format.ParseError as exc:
             msg = str(exc)
@@ -307,50 +314,12 @@ def read_net(path, text: str | None = None) -> ReadResult:
                       fork_fields=fork)
 
 
-def _layer_blocks(text: str):
-    """(start, end) offsets of the ``layer {}`` / ``layers {}`` blocks, in order (inside a
-    solver's ``net_param {}`` too)."""
-    blocks, i, n = [], 0, len(text)
-    stack = []  # names of the open blocks
-    while i < n:
-        c = text[i]
-        if c in "\"'":
-            i = _skip_string(text, i)
-            continue
-        if c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        if c.isalpha() or c == "_":
-            j = i
-            while j < n and (text[j].isalnum() or text[j] == "_"):
-                j += 1
-            word = text[i:j]
-            k = _skip_space(text, j)
-            if k < n and text[k] == ":":
-                k = _skip_space(text, k + 1)
-            if k < n and text[k] in "{<":
-                stack.append((word, i))
-                i = k + 1
-                continue
-            i = j
-            continue
-        if c in "}>" and stack:
-            word, start = stack.pop()
-            outer = [w for w, _ in stack]
-            if word in ("layer", "layers") and outer in ([], ["net_param"], ["train_net_param"]):
-                blocks.append((start, i + 1))
-        i += 1
-    return blocks
-
-
 def _fork_fields_by_layer(stripped, n_layers):
     """Map the fork fields blanked out of the text to the layers whose blocks held them."""
     out = [{} for _ in range(n_layers)]
     if len(stripped) < 2:
         return out
-    text = stripped[-1][3]
-    blocks = _layer_blocks(text)
+    blocks = stripped[-1][3]
     if len(blocks) != n_layers:
         return out
     for offset, owner, name, value in stripped[:-1]:
