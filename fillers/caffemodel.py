@@ -114,9 +114,6 @@ def _parse_blob(buf, start, end):
                     dims.append(v2)
     if dims is None:
         dims = [legacy.get(1, 0), legacy.get(2, 0), legacy.get(3, 0), legacy.get(4, 0)]
-        legacy_shape = True
-    else:
-        legacy_shape = False
     if floats:
         data = floats[0] if len(floats) == 1 else np.concatenate(floats)
     elif doubles:
@@ -126,20 +123,16 @@ def _parse_blob(buf, start, end):
     count = int(np.prod(dims, dtype=np.int64)) if dims else 1
     if data.size != count:
         raise ValueError(f"blob of shape {dims} holds {data.size} values")
-    return data.reshape(dims), legacy_shape
+    return data.reshape(dims)
 
 
 def read_caffemodel(path) -> dict:
     """``{layer name: [arrays]}`` from a .caffemodel (V2 or V1).
 
     Arrays are float32 views into the file's bytes (read-only).  A blob stored with the
-    legacy num/channels/height/width fields has a ``legacy`` entry in the second dict
-    returned by :func:`read_caffemodel_ex`.
+    legacy num/channels/height/width fields comes back 4-d; the net's shape checks accept
+    it where Caffe does.
     """
-    return read_caffemodel_ex(path)[0]
-
-
-def read_caffemodel_ex(path):
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
@@ -147,22 +140,18 @@ def read_caffemodel_ex(path):
     except OSError as exc:
         raise ParseError(path, f"cannot read the file: {exc.strerror}") from None
     layers: dict = {}
-    legacy: dict = {}
     try:
         for field, wire, v in _fields(buf, 0, len(buf)):
             if wire != 2 or field not in (100, 2):
                 continue
             name_f, blob_f = (1, 7) if field == 100 else (4, 6)
-            name, arrays, flags = "", [], []
+            name, arrays = "", []
             for f2, w2, v2 in _fields(buf, v[0], v[1]):
                 if f2 == name_f and w2 == 2:
                     name = bytes(buf[v2[0]:v2[1]]).decode("utf-8", "replace")
                 elif f2 == blob_f and w2 == 2:
-                    arr, is_legacy = _parse_blob(buf, v2[0], v2[1])
-                    arrays.append(arr)
-                    flags.append(is_legacy)
+                    arrays.append(_parse_blob(buf, v2[0], v2[1]))
             layers[name] = arrays
-            legacy[name] = flags
     except (IndexError, ValueError, struct.error) as exc:
         raise ParseError(path, f"not a valid .caffemodel (binary NetParameter): {exc}") from None
-    return layers, legacy
+    return layers

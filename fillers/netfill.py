@@ -222,7 +222,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     total = max(net.n_params, 1)
     done = 0
     draw_everything = isinstance(stream, CaffeRNG)
-    for li, layer in enumerate(net.layers):
+    for layer in net.layers:
         arrays: list = [None] * len(layer.params)
         descs: list = [""] * len(layer.params)
         from_weights = layer.name in trained
@@ -294,7 +294,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
         r.array = blobs[r.layer][r.index]
     return FilledNet(net=net, blobs=blobs, records=records, seed=seed,
-                     rng="caffe" if isinstance(stream, CaffeRNG) else "fast", warnings=warnings)
+                     rng="caffe" if draw_everything else "fast", warnings=warnings)
 
 
 def _fix_shared_after_weights(net, blobs):

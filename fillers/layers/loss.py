@@ -36,13 +36,11 @@ class InfogainLoss(Loss):
     tops = (1, 2)
 
 
-
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Loss):
     """Softmax then multinomial logistic loss; a second top gives the probabilities."""
 
     tops = (1, 2)
-
 
 
 @register("Accuracy")
