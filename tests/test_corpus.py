@@ -7,11 +7,13 @@ import sys
 
 import pytest
 
-from conftest import CORPUS, REPO
+from conftest import CORPUS, HAVE_SHARED, REPO
 from fillers.errors import FillersError, MissingInputShapeError, UnknownLayerTypeError
 from fillers.net import load
 
-ROWS = list(csv.DictReader(open(CORPUS / "MANIFEST.tsv"), delimiter="\t"))
+pytestmark = pytest.mark.shared
+
+ROWS = list(csv.DictReader(open(CORPUS / "MANIFEST.tsv"), delimiter="\t")) if HAVE_SHARED else []
 STANDARD = [r for r in ROWS if r["standard_only"] == "yes"]
 CUSTOM = [r for r in ROWS if r["standard_only"] == "no"]
 

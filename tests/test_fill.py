@@ -1,6 +1,6 @@
 """The fillers: bit-exact against real Caffe's fills, Caffe's CHECKs, and statistics.
 
-The golden fills in /work/shared/golden/fills were written by BVLC Caffe (master
+The golden fills in ../shared/golden/fills were written by BVLC Caffe (master
 9b891540): ``caffe.set_random_seed(seed)`` then ``caffe.Net(prototxt, TEST)``, which fills
 layer by layer in net order, each layer's weight filler then its bias filler, from one
 stream.  Here the nets are walked by hand (layer lists written out below) with one
@@ -16,13 +16,15 @@ import types
 import numpy as np
 import pytest
 
+import conftest
+
 from fillers.fans import FillerError, fan_in_fan_out, variance_norm_n
 from fillers.fill import (FILLERS, bilinear, constant, fill, filler_params, gaussian, msra,
                           positive_unitball, uniform, variance_scaling, xavier)
 from fillers.rng import CaffeRNG, FastRNG
 
 FILL_MODULE = sys.modules["fillers.fill"]          # fillers.fill is also the function's name
-GOLDEN = "/work/shared/golden/fills"
+GOLDEN = str(conftest.GOLDEN / "fills")
 f32 = np.float32
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import golden_param
 from fillers.errors import ExportError
 from fillers.net import load
 from fillers.onnx_export import export, export_and_check, export_with_info, ort_session
@@ -30,6 +31,7 @@ SLOW_PARAMS = 5_000_000
 if not (GOLDEN / "index.json").exists():
     pytest.skip(f"no goldens at {GOLDEN} (set CAFFE_FILLERS_SHARED)", allow_module_level=True)
 
+pytestmark = pytest.mark.shared
 INDEX = json.loads((GOLDEN / "index.json").read_text())
 ROWS: list = []
 
@@ -70,7 +72,7 @@ def _ids():
         net_id = f.stem
         entry = INDEX["nets"].get(net_id, {})
         marks = [pytest.mark.slow] if entry.get("n_params", 0) > SLOW_PARAMS else []
-        out.append(pytest.param(net_id, marks=marks, id=net_id))
+        out.append(golden_param(net_id, marks=marks))
     return out
 
 

@@ -9,6 +9,8 @@ from conftest import CORPUS
 from fillers.cli import main
 from fillers.layers import base
 
+pytestmark = pytest.mark.shared
+
 SHUFFLENET = CORPUS / "farmingyard__ShuffleNet/shufflenet_1x_g3_deploy.prototxt"
 
 PLUGIN = textwrap.dedent('''
