@@ -221,34 +221,22 @@ def _warn(messages):
         print(f"{PROG}: warning: {w}", file=sys.stderr)
 
 
-def load_plugin(spec: str) -> None:
-    """Import a plugin given as a path to a .py file or as a module name."""
-    import importlib
-    import importlib.util
+def layer_list() -> str:
+    """The registered layer types and where each comes from (``--list-layers``)."""
+    from .layers import known_types, lookup
 
-    try:
-        if spec.endswith(".py") or os.sep in spec:
-            name = "fillers_plugin_" + os.path.splitext(os.path.basename(spec))[0]
-            loader_spec = importlib.util.spec_from_file_location(name, spec)
-            if loader_spec is None or not os.path.exists(spec):
-                raise FileNotFoundError(f"no such file: {spec}")
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except Exception as exc:  # a plugin's own error: report it in one line
-        raise UsageError(f"cannot load plugin '{spec}': {type(exc).__name__}: {exc}") from None
+    rows = [[t, lookup(t).origin] for t in known_types()]
+    return _table(rows, ["type", "origin"])
 
 
 def _run(args, parser) -> int:
-    from .layers import known_types
+    from .layers import load_plugin
 
     for spec in args.plugin:
         load_plugin(spec)
 
     if args.list_layers:
-        print("\n".join(known_types()))
+        print(layer_list())
         return 0
     if not args.model:
         parser.error("the model prototxt is required")

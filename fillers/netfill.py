@@ -214,11 +214,11 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     bias_fp = filler_parameter(bias_filler)
     stream, seed = make_stream(rng, seed)
     trained = _load_weights(weights, net)
-    overridable = {"Convolution", "Deconvolution", "InnerProduct", "Embed", "LSTM", "RNN"}
+    overrides = {WEIGHT: weight_fp, BIAS: bias_fp}
     blobs: dict = {}
     records: list = []
     warnings: list = []
-    fresh_bn = []
+    fresh: dict = {}  # note -> [(layer name, type)]
     total = max(net.n_params, 1)
     done = 0
     draw_everything = isinstance(stream, CaffeRNG)
@@ -229,12 +229,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         if from_weights:
             _check_trained(layer, trained[layer.name])
         for idx, pb in layer.spec.draws(layer.params, layer.bottom_shapes):
-            fp = pb.filler
-            if layer.type in overridable:
-                if pb.role == WEIGHT and weight_fp is not None:
-                    fp = weight_fp
-                elif pb.role == BIAS and bias_fp is not None:
-                    fp = bias_fp
+            fp = overrides.get(pb.role) or pb.filler
             keep = idx is not None and layer.owners[idx] is None
             if fp is None:
                 if keep:
@@ -265,13 +260,12 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                     blobs[net.layers[oli].name][obj] = data
                 arrays[j] = data
                 descs[j] = "weights"
-        if layer.type == "BatchNorm" and not from_weights:
-            if batchnorm == "identity":
-                arrays = [np.zeros(layer.params[0].shape, np.float32), np.ones(layer.params[1].shape, np.float32),
-                          np.ones(layer.params[2].shape, np.float32)]
-                descs = ["identity"] * 3
-            else:
-                fresh_bn.append(layer.name)
+        if not from_weights:
+            replaced, note = layer.spec.fresh_params(arrays, batchnorm)
+            if replaced is not None:
+                arrays, descs = list(replaced), ["identity"] * len(replaced)
+            if note:
+                fresh.setdefault(note, []).append(layer)
         blobs[layer.name] = arrays
         for j, (pb, arr) in enumerate(zip(layer.params, arrays)):
             try:
@@ -284,12 +278,10 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         done += layer.n_params
         if progress is not None:
             progress(done, total, layer.name)
-    if fresh_bn:
-        shown = ", ".join(fresh_bn[:5]) + (f" and {len(fresh_bn) - 5} more" if len(fresh_bn) > 5 else "")
-        warnings.append(
-            f"{len(fresh_bn)} BatchNorm layer(s) ({shown}) hold fresh statistics (mean 0, variance 0, factor 0): "
-            "at inference Caffe multiplies their input by 1/sqrt(eps) (316x at eps 1e-5); "
-            "use --batchnorm identity for mean 0, variance 1")
+    for note, layers in fresh.items():
+        names = [l.name for l in layers]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.append(f"{len(layers)} {layers[0].type} layer(s) ({shown}) hold {note}")
     _fix_shared_after_weights(net, blobs)
     for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
         r.array = blobs[r.layer][r.index]

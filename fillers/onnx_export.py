@@ -400,7 +400,7 @@ def export_with_info(net, blobs=None, path=None, *, opset: Optional[int] = DEFAU
         raise ExportError("; ".join(problems))
     data_tops = set()
     for i in kept:
-        if getattr(type(layers[i].spec), "is_graph_input", False):
+        if layers[i].spec.net_input:
             data_tops.update(layers[i].tops)
     outputs = sorted(t for t in available if not (t in data_tops and last_write[t] == first_write[t]))
 
@@ -776,31 +776,18 @@ def _fmt(v) -> str:
 
 
 def make_inputs(info: ExportInfo, net, seed: int = 0) -> dict:
-    """Seeded inputs for the graph inputs: uniform(-1, 1); integer indices below
-    ``input_dim`` for Embed inputs; for the ``cont`` input of LSTM/RNN layers, 0 at the first
-    time step and 1 afterwards."""
+    """Seeded inputs for the graph inputs: what a consuming layer asks for
+    (``LayerType.sample_input``: indices for Embed, ``cont`` for recurrent layers ...),
+    else uniform(-1, 1)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, shape in info.inputs.items():
-        kind, limit = "uniform", None
-        for ltype, j, lname in info.consumers.get(name, []):
-            if ltype == "Embed" and j == 0:
-                kind, limit = "index", int(net.layer(lname).lp.embed_param.input_dim)
-            elif ltype in ("LSTM", "RNN") and j == 1:
-                kind = "cont"
-            elif ltype == "LSTMUnit" and j == 2:
-                kind = "ones"
-        if kind == "index":
-            feeds[name] = rng.integers(0, limit, size=shape).astype(np.float32)
-        elif kind == "cont":
-            a = np.ones(shape, dtype=np.float32)
-            if a.ndim:
-                a[0] = 0
-            feeds[name] = a
-        elif kind == "ones":
-            feeds[name] = np.ones(shape, dtype=np.float32)
-        else:
-            feeds[name] = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+        value = None
+        for _, j, lname in info.consumers.get(name, []):
+            asked = net.layer(lname).spec.sample_input(j, tuple(shape), rng)
+            if asked is not None:
+                value = np.asarray(asked, dtype=np.float32)
+        feeds[name] = value if value is not None else rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
     return feeds
 
 
@@ -826,10 +813,10 @@ def opencv_prototxt(net, info: ExportInfo) -> str:
     out = caffe_pb2.NetParameter(name=net.name or "net")
     for i in info.kept_layers:
         layer = net.layers[i]
-        if layer.type == "Silence":
+        if not layer.spec.opencv_reads:
             continue
         lp = out.layer.add()
-        if getattr(type(layer.spec), "is_graph_input", False):
+        if layer.spec.net_input:
             lp.name, lp.type = layer.name, "Input"
             lp.top.extend(layer.tops)
             for s in layer.top_shapes:
@@ -934,15 +921,16 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
     got = dict(zip(out_names, results))
 
     reference, why = None, None
-    lrn_k = [l.name for i, l in enumerate(net.layers) if i in set(info.kept_layers) and l.type == "LRN"
-             and l.lp.lrn_param.norm_region == 0 and float(l.lp.lrn_param.k) != 1.0]
+    caveats = [(net.layers[i].name, net.layers[i].spec.opencv_caveat()) for i in info.kept_layers]
+    caveats = [(name, why) for name, why in caveats if why]
     if compare_opencv and info.init_bytes >= 2**31 - 2**24:
         compare_opencv = False
         why = "not compared with OpenCV: it reads .caffemodel files up to 2 GB; compared shapes and finiteness only"
-    if compare_opencv and lrn_k:
+    if compare_opencv and caveats:
         compare_opencv = False
-        why = (f"not compared with OpenCV: its Caffe importer ignores LRN's k (layer(s) {', '.join(lrn_k)} have "
-               f"k != 1); compared shapes and finiteness only")
+        why = (f"not compared with OpenCV: layer '{caveats[0][0]}': {caveats[0][1]}"
+               + (f" (and {len(caveats) - 1} more layer(s))" if len(caveats) > 1 else "")
+               + "; compared shapes and finiteness only")
     if compare_opencv:
         try:
             import cv2  # noqa: F401
@@ -989,23 +977,17 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
         report.outputs.append(oc)
     huge = any(o.finite and o.max_abs > 1e20 for o in report.outputs)
     if non_finite or huge:
-        fresh = [l.name for l in net.layers if l.type == "BatchNorm" and _bn_factor_zero(l, net, blobs)]
+        hints = [(l, l.spec.overflow_hint(blobs.get(l.name) or [])) for l in net.layers]
+        hints = [(l, h) for l, h in hints if h]
         what = "non-finite values (inf/NaN)" if non_finite else "huge values"
         msg = f"the outputs hold {what}"
-        if fresh:
-            msg += (f"; {len(fresh)} BatchNorm layer(s) have a scale factor of 0 (fresh statistics: mean 0, "
-                    f"variance 0), so each multiplies by 1/sqrt(eps) (316 at eps 1e-5): use --batchnorm identity "
-                    f"(mean 0, variance 1) for usable outputs")
+        if hints:
+            layer, hint = hints[0]
+            same = sum(1 for l, _ in hints if l.type == layer.type)
+            msg += f"; {same} {layer.type} layer(s) have {hint}"
         report.warnings.append(msg)
     report.ok = all(o.ok for o in report.outputs)
     return report
-
-
-def _bn_factor_zero(layer, net, blobs) -> bool:
-    arrs = blobs.get(layer.name)
-    if not arrs or len(arrs) < 3:
-        return False
-    return float(np.asarray(arrs[2]).ravel()[0]) == 0.0
 
 
 __all__ = ["export", "export_with_info", "export_and_check", "LoweringContext", "NoLowering",

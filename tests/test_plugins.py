@@ -1,15 +1,15 @@
 """Fork layer types as plugins: registered with the same decorator as the built-in types,
-loaded by --plugin."""
+loaded by --plugin (or fillers.layers.load_plugin), reading their fork parameters parsed."""
 
+import re
 import textwrap
 
+import numpy as np
 import pytest
 
 from conftest import CORPUS
 from fillers.cli import main
-from fillers.layers import base
-
-pytestmark = pytest.mark.shared
+from fillers.layers import base, load_plugin
 
 SHUFFLENET = CORPUS / "farmingyard__ShuffleNet/shufflenet_1x_g3_deploy.prototxt"
 
@@ -30,11 +30,12 @@ PLUGIN = textwrap.dedent('''
     @register("ShuffleChannel")
     class ShuffleChannel(LayerType):
         """Reorders channels in `group` groups; the shape is unchanged.  Its parameter
-        message is a fork field, read from the layer's fork_fields."""
+        message is a fork field, read parsed (a dict: no schema given)."""
+
+        fork_params = {"shuffle_channel_param": None}
 
         def outputs(self, bottoms):
-            text = self.fork_fields["shuffle_channel_param"]  # the text of "{ group: 3 }"
-            group = int(text.split("group:")[1].split()[0].rstrip("}"))
+            group = self.fork("shuffle_channel_param")["group"]
             if bottoms[0][1] % group:
                 self.fail(f"{bottoms[0][1]} channels cannot be shuffled in {group} groups")
             return [tuple(bottoms[0])]
@@ -42,45 +43,127 @@ PLUGIN = textwrap.dedent('''
 
 
 @pytest.fixture
-def plugin(tmp_path):
-    path = tmp_path / "fork_layers.py"
-    path.write_text(PLUGIN)
+def registry():
     saved = dict(base._REGISTRY)
-    yield path
+    yield
     base._REGISTRY.clear()
     base._REGISTRY.update(saved)
 
 
+@pytest.fixture
+def plugin(tmp_path, registry):
+    path = tmp_path / "fork_layers.py"
+    path.write_text(PLUGIN)
+    yield path
+
+
+@pytest.mark.shared
 def test_without_plugin_the_fork_types_are_named(capsys):
     assert main([str(SHUFFLENET), "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert "(ConvolutionDepthwise)" in err and "ShuffleChannel" in err
 
 
+@pytest.mark.shared
 def test_plugin_makes_the_net_build(plugin, capsys):
     import json
 
     assert main([str(SHUFFLENET), "--plugin", str(plugin), "--json"]) == 0
-    net = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    net = json.loads(captured.out)
     dw = next(l for l in net["layers"] if l["name"] == "resx1_conv2")
     assert dw["type"] == "ConvolutionDepthwise"
     assert dw["params"] == [[54, 1, 3, 3]]
     assert net["blobs"]["fc1000"][:2] == [1, 1000]
     assert net["blobs"]["shuffle2"] == net["blobs"]["resx2_conv1"]
+    # the plugin consumes shuffle_channel_param: no "ignoring field" warning for it
+    assert "shuffle_channel_param" not in captured.err
 
 
-def test_fork_fields_reach_the_layer(plugin):
-    from fillers.cli import load_plugin
+@pytest.mark.shared
+def test_fork_fields_reach_the_layer_parsed(plugin):
     from fillers.net import load
 
     load_plugin(str(plugin))
     net = load(SHUFFLENET)
     shuffle = net.layer("shuffle2")
+    assert shuffle.spec.fork("shuffle_channel_param") == {"group": 3}
     assert shuffle.spec.fork_fields == {"shuffle_channel_param": "{\n    group: 3\n  }"}
     assert net.layer("resx1_conv2").spec.fork_fields == {}
-    assert any("'shuffle_channel_param'" in w for w in net.warnings)
+    assert not any("'shuffle_channel_param'" in w for w in net.warnings)
 
 
+def test_unconsumed_fork_field_warns_consumed_does_not(tmp_path, registry):
+    from fillers.layers import LayerType, register
+    from fillers.net import load
+
+    @register("Gain")
+    class Gain(LayerType):
+        fork_params = {"gain_param": None}
+
+    net_text = ('input: "x" input_shape { dim: 1 dim: 2 }\n'
+                'layer { name: "g" type: "Gain" bottom: "x" top: "y" gain_param { g: 2 } }\n'
+                'layer { name: "r" type: "ReLU" bottom: "y" top: "y" relu_param { cap: 6 } }\n')
+    path = tmp_path / "n.prototxt"
+    path.write_text(net_text)
+    net = load(path)
+    assert net.layer("g").spec.fork("gain_param") == {"g": 2}
+    assert [w for w in net.warnings if "ignoring field" in w] == [
+        f"{path}:3:66: ignoring field 'cap' (ReLUParameter; value 6), which BVLC Caffe does not have"]
+
+
+def test_fork_params_as_a_protobuf_message(tmp_path, registry):
+    """A type may name a generated message class: the block is parsed as that message."""
+    from fillers import caffe_pb2
+    from fillers.errors import NetError
+    from fillers.layers import LayerType, register
+    from fillers.net import load
+
+    @register("Scaled")
+    class Scaled(LayerType):
+        fork_params = {"scaled_param": caffe_pb2.PowerParameter}
+
+        def outputs(self, bottoms):
+            p = self.fork("scaled_param")
+            return [tuple(int(d * p.scale) for d in bottoms[0])]
+
+    path = tmp_path / "n.prototxt"
+    path.write_text('input: "x" input_shape { dim: 2 dim: 3 }\n'
+                    'layer { name: "s" type: "Scaled" bottom: "x" top: "y" scaled_param { scale: 2 } }\n')
+    assert load(path).blobs["y"] == (4, 6)
+    path.write_text('input: "x" input_shape { dim: 2 dim: 3 }\n'
+                    'layer { name: "s" type: "Scaled" bottom: "x" top: "y" scaled_param { zoom: 2 } }\n')
+    with pytest.raises(NetError, match=r"layer 's' \(Scaled\): cannot read the fork field scaled_param as "
+                                       r"PowerParameter"):
+        load(path)
+
+
+def test_base_docstring_example_works_as_written(tmp_path, registry):
+    """The plugin example in fillers/layers/base.py's docstring: shapes and ONNX export."""
+    doc = base.__doc__
+    block = doc.split("this example is tested\n(``tests/test_plugins.py``)::\n", 1)[1].split("\nShapes are", 1)[0]
+    code = textwrap.dedent(block)
+    path = tmp_path / "upsample_plugin.py"
+    path.write_text(code)
+    load_plugin(str(path))
+    from fillers.net import load
+
+    prototxt = tmp_path / "up.prototxt"
+    prototxt.write_text('input: "x" input_shape { dim: 1 dim: 2 dim: 3 dim: 4 }\n'
+                        'layer { name: "up" type: "UpsampleNearest" bottom: "x" top: "y" '
+                        'upsample_param { scale: 3 } }\n')
+    net = load(prototxt)
+    assert net.blobs["y"] == (1, 2, 9, 12)
+    assert not net.warnings
+    from fillers.onnx_export import export, ort_session
+
+    model = export(net.fill(seed=0))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 2, 3, 4)).astype(np.float32)
+    (y,) = ort_session(model).run(["y"], {"x": x})
+    assert np.array_equal(y, x.repeat(3, axis=2).repeat(3, axis=3))
+
+
+@pytest.mark.shared
 def test_broken_plugin_is_a_usage_error(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text("raise RuntimeError('boom')\n")
@@ -96,3 +179,9 @@ def test_registering_a_type_twice_is_refused():
         @register("ReLU")
         class Mine(LayerType):
             pass
+
+
+def test_list_layers_shows_origin(capsys):
+    assert main(["--list-layers"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Convolution\s+BVLC$", out, re.M)

@@ -9,8 +9,8 @@ class Loss(LayerType):
     """A loss: a scalar top (a blob of no axes); where a second top is allowed
     (SoftmaxWithLoss, InfogainLoss) it has bottom 0's shape."""
 
-    bottoms = (2, 2)
-    tops = (1, 1)
+    n_bottoms = (2, 2)
+    n_tops = (1, 1)
     training_only = True
     auto_tops = True
 
@@ -27,28 +27,28 @@ class PlainLoss(Loss):
 
 @register("ContrastiveLoss")
 class ContrastiveLoss(Loss):
-    bottoms = (3, 3)
+    n_bottoms = (3, 3)
 
 
 @register("InfogainLoss")
 class InfogainLoss(Loss):
-    bottoms = (2, 3)
-    tops = (1, 2)
+    n_bottoms = (2, 3)
+    n_tops = (1, 2)
 
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Loss):
     """Softmax then multinomial logistic loss; a second top gives the probabilities."""
 
-    tops = (1, 2)
+    n_tops = (1, 2)
 
 
 @register("Accuracy")
 class Accuracy(LayerType):
     """Top-k accuracy (a scalar) and, with a second top, per-class accuracy."""
 
-    bottoms = (2, 2)
-    tops = (1, 2)
+    n_bottoms = (2, 2)
+    n_tops = (1, 2)
     training_only = True
 
     def outputs(self, bottoms):

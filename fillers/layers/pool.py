@@ -163,7 +163,7 @@ def lower_pool(ctx, x, shape, method, kernel, stride, pad, out, top, mask_top=No
 class Pooling(LayerType):
     """MAX / AVE / STOCHASTIC pooling with Caffe's ceil-and-clip output size."""
 
-    tops = (1, 2)
+    n_tops = (1, 2)
 
     def outputs(self, bottoms):
         if len(self.lp.top) == 2 and self.lp.pooling_param.pool != MAX:
