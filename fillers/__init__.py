@@ -28,7 +28,7 @@ _LAZY = {
     # nets
     "fill_net": "netfill", "FilledNet": "netfill",
     "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel",
-    "export": "onnx_export", "export_and_check": "onnx_export",
+    "export": "onnx", "export_and_check": "onnx",
     "register": "layers",
 }
 

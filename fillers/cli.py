@@ -274,7 +274,7 @@ def _run(args, parser) -> int:
         written.append(args.npz)
     status = 0
     if args.onnx:
-        from .onnx_export import export_and_check
+        from .onnx import export_and_check
 
         check = True if args.check is None else args.check
         report = export_and_check(filled, args.onnx, opset=args.opset, check=check, all_blobs=args.all_blobs,

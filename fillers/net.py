@@ -35,6 +35,12 @@ class Layer:
     top_shapes: list = field(default_factory=list)
 
     @property
+    def is_input(self) -> bool:
+        """Whether the layer's tops are net inputs (a data layer; one with bottoms, such as
+        a Python layer that computes, is not)."""
+        return self.spec.net_input and not self.bottoms
+
+    @property
     def shared(self) -> list:
         return [i for i, o in enumerate(self.owners) if o is not None]
 
@@ -268,7 +274,7 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
             shapes[t] = s
             produced_by[t] = lp.name
             available.add(t)
-        if cls.net_input:
+        if cls.net_input and not lp.bottom:
             inputs.extend(lp.top)
         layers.append(Layer(name=lp.name, type=lp.type, bottoms=list(lp.bottom), tops=list(lp.top),
                             params=params, spec=spec, lp=lp, owners=owners,

@@ -123,36 +123,42 @@ class BlobRecord:
 
 @dataclass
 class FilledNet:
-    """A net and the values of its parameter blobs.
+    """A net and the values of its parameter blobs, in memory.
 
-    ``blobs[layer name]`` lists the layer's arrays in Caffe's order; a shared blob is the
-    same array object as its owner's.
+    ``params[layer name]`` lists the layer's arrays in Caffe's order (pycaffe's
+    ``net.params``); a shared blob is the same array object as its owner's.  (The net's
+    activations are ``net.blobs``; ``FilledNet.blobs`` is kept as an alias of ``params``.)
     """
 
     net: object
-    blobs: dict
+    params: dict
     records: list = field(default_factory=list)
     seed: Optional[int] = None
     rng: str = "fast"
     warnings: list = field(default_factory=list)
 
+    @property
+    def blobs(self) -> dict:
+        """Deprecated alias of :attr:`params`."""
+        return self.params
+
     def save(self, path, progress=None) -> int:
         """Write a .caffemodel (atomically); returns its size in bytes."""
         from .caffemodel import write_caffemodel
 
-        return write_caffemodel(path, self.net, self.blobs, progress=progress)
+        return write_caffemodel(path, self.net, self.params, progress=progress)
 
     def save_npz(self, path) -> None:
         """Write an .npz with keys ``<layer>/<blob index>`` (atomically)."""
         from .atomic import atomic_path
 
-        arrays = {f"{l}/{i}": a for l, arrs in self.blobs.items() for i, a in enumerate(arrs)}
+        arrays = {f"{l}/{i}": a for l, arrs in self.params.items() for i, a in enumerate(arrs)}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
     def to_onnx(self, path=None, **options):
-        """Export to ONNX; see :func:`fillers.onnx_export.export`."""
-        from .onnx_export import export
+        """Export to ONNX; see :func:`fillers.onnx.export`."""
+        from .onnx import export
 
         return export(self, path, **options)
 
@@ -285,7 +291,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     _fix_shared_after_weights(net, blobs)
     for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
         r.array = blobs[r.layer][r.index]
-    return FilledNet(net=net, blobs=blobs, records=records, seed=seed,
+    return FilledNet(net=net, params=blobs, records=records, seed=seed,
                      rng="caffe" if draw_everything else "fast", warnings=warnings)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from fillers.errors import ExportError
 from fillers.net import load
-from fillers.onnx_export import export, export_with_info, ort_session
+from fillers.onnx import export, export_with_info, ort_session
 
 INPUT = 'layer {{ name: "in" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
 
@@ -815,3 +815,32 @@ def test_layer_rules_found_while_lowering(tmp_path):
               'spp_param { pyramid_height: 3 } }\n')
     with pytest.raises(NetError, match="too many"):
         build(tmp_path, inp("data", 1, 2, 3, 4, 5) + 'layer { name: "p" type: "PReLU" bottom: "data" top: "p" }\n')
+
+
+def test_layer_left_out_on_purpose_and_what_needs_it(tmp_path, request):
+    """A lowering that calls ctx.leave_out: the layer and the layers that need its tops
+    are left out with one note; what they consumed becomes an output; the rest exports."""
+    from fillers.layers import LayerType, base, register
+
+    class Opaque(LayerType):
+        def lower(self, ctx):
+            ctx.leave_out("its arithmetic has no exact ONNX form")
+
+    register("Opaque")(Opaque)
+    request.addfinalizer(lambda: base._REGISTRY.pop("Opaque", None))
+    text = inp("data", 1, 2, 3, 3) + (
+        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
+        'layer { name: "op" type: "Opaque" bottom: "r" top: "o" }\n'
+        'layer { name: "after" type: "Sigmoid" bottom: "o" top: "s" }\n'
+        'layer { name: "t" type: "TanH" bottom: "data" top: "t" }\n')
+    net, blobs = build(tmp_path, text)
+    model, info = export_with_info(net, blobs)
+    assert sorted(o.name for o in model.graph.output) == ["r", "t"]
+    assert set(info.left_out) == {"op", "after"}
+    note = next(w for w in info.warnings if w.startswith("left out 2 layer(s)"))
+    assert "'op' (Opaque): its arithmetic has no exact ONNX form" in note
+    assert "'after' (Sigmoid): needs 'o' from layer 'op'" in note and note.endswith("outputs left out: o, s")
+    feeds = feeds_for(net)
+    out = run(net, blobs, feeds)
+    assert_close(out["r"], np.maximum(feeds["data"], 0))
+    assert_close(out["t"], np.tanh(feeds["data"].astype(np.float64)))

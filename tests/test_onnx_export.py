@@ -21,7 +21,7 @@ import pytest
 from conftest import golden_param
 from fillers.errors import ExportError
 from fillers.net import load
-from fillers.onnx_export import export, export_and_check, export_with_info, ort_session
+from fillers.onnx import export, export_and_check, export_with_info, ort_session
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CAFFE_FILLERS_SHARED", REPO.parent / "shared"))
@@ -214,7 +214,7 @@ def test_no_check_and_missing_weights(tmp_path):
 def test_external_data(tmp_path, monkeypatch):
     import onnx
 
-    from fillers import onnx_export
+    from fillers.onnx import writer as onnx_export
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1000)  # pretend the weights pass 2 GB
     net = load(str(net_path(SMALL)))

@@ -155,7 +155,7 @@ def test_base_docstring_example_works_as_written(tmp_path, registry):
     net = load(prototxt)
     assert net.blobs["y"] == (1, 2, 9, 12)
     assert not net.warnings
-    from fillers.onnx_export import export, ort_session
+    from fillers.onnx import export, ort_session
 
     model = export(net.fill(seed=0))
     x = np.random.default_rng(0).uniform(-1, 1, (1, 2, 3, 4)).astype(np.float32)
