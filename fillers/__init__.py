@@ -17,8 +17,8 @@ Whole nets::
 from .errors import (ExportError, FillersError, MissingInputShapeError, NetError, ParseError,
                      UnknownLayerTypeError, UsageError)
 from .net import Net, load
-# The filler functions are bound eagerly: ``fillers.fill`` is the function, not the module.
-from .fill import bilinear, constant, fill, gaussian, msra, positive_unitball, uniform, xavier
+# The fillers (module fillers.init), as functions of the package: ``fillers.fill`` is the function.
+from .init import bilinear, constant, fill, gaussian, msra, positive_unitball, uniform, xavier
 from .fans import fan_in_fan_out
 from .rng import CaffeRNG, FastRNG
 

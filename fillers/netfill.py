@@ -10,85 +10,19 @@ default) the same fillers draw from numpy's PCG64.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import caffe_pb2
-from .errors import NetError, UsageError
-from .fans import fan_in_fan_out
-from .fill import fill as fill_blob
+from .errors import FillerError, NetError, UsageError
+from .fans import CAFFE_VERSIONS, fan_in_fan_out
+from .init import describe, fill as fill_blob, filler_params
 from .layers.base import BIAS, WEIGHT
-from .rng import CaffeRNG, FastRNG
+from .rng import RNG_KINDS, CaffeRNG, make_rng
 
-FILLER_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
-_VARIANCE_NORMS = {"FAN_IN": 0, "FAN_OUT": 1, "AVERAGE": 2}
-
-
-def filler_parameter(spec) -> "caffe_pb2.FillerParameter":
-    """A ``FillerParameter`` from a message, a dict of its fields, a type name, or the
-    compact form ``"gaussian:std=0.01,mean=0"``."""
-    if spec is None or isinstance(spec, caffe_pb2.FillerParameter):
-        return spec
-    if isinstance(spec, str):
-        kind, _, rest = spec.partition(":")
-        d = {"type": kind}
-        for item in filter(None, (s.strip() for s in rest.split(","))):
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise UsageError(f"filler option '{item}' is not of the form key=value")
-            d[k.strip()] = v.strip()
-        spec = d
-    if not isinstance(spec, dict):
-        raise UsageError(f"a filler must be a FillerParameter, a dict or a string, not {type(spec).__name__}")
-    fp = caffe_pb2.FillerParameter()
-    for k, v in spec.items():
-        if v is None:
-            continue
-        if k == "variance_norm":
-            if isinstance(v, str):
-                if v.upper() not in _VARIANCE_NORMS:
-                    raise UsageError(f"variance_norm '{v}' is not one of FAN_IN, FAN_OUT, AVERAGE")
-                v = _VARIANCE_NORMS[v.upper()]
-            fp.variance_norm = int(v)
-        elif k == "type":
-            if v not in FILLER_TYPES:
-                raise UsageError(f"filler type '{v}' is not one of {', '.join(FILLER_TYPES)}")
-            fp.type = v
-        elif k in ("value", "min", "max", "mean", "std"):
-            try:
-                setattr(fp, k, float(v))
-            except ValueError:
-                raise UsageError(f"filler option {k}={v!r} is not a number") from None
-        elif k == "sparse":
-            try:
-                fp.sparse = int(v)
-            except ValueError:
-                raise UsageError(f"filler option sparse={v!r} is not an integer") from None
-        else:
-            raise UsageError(f"'{k}' is not a FillerParameter field (type, value, min, max, mean, std, "
-                             "sparse, variance_norm)")
-    return fp
-
-
-def describe_filler(fp) -> str:
-    """A short text for a FillerParameter: ``xavier(FAN_IN)``, ``gaussian(0,0.01)``..."""
-    if fp is None:
-        return "zero"
-    t = fp.type
-    norm = caffe_pb2.FillerParameter.VarianceNorm.Name(fp.variance_norm)
-    if t == "constant":
-        return f"constant({fp.value:g})"
-    if t == "uniform":
-        return f"uniform({fp.min:g},{fp.max:g})"
-    if t == "gaussian":
-        s = f"gaussian({fp.mean:g},{fp.std:g})"
-        return s + (f",sparse={fp.sparse}" if fp.sparse >= 0 else "")
-    if t in ("xavier", "msra"):
-        return f"{t}({norm})"
-    return t
+#: what ``batchnorm=`` (``--batchnorm``) may say to a layer's ``fresh_params``
+BATCHNORM_MODES = ("caffe", "identity")
 
 
 @dataclass
@@ -177,19 +111,28 @@ def _stats(a: np.ndarray):
     return mean, var ** 0.5
 
 
-def make_stream(rng="fast", seed=None):
-    """The random stream for ``rng`` ("fast" or "caffe") and ``seed`` (None: random)."""
-    if isinstance(rng, (CaffeRNG, FastRNG)):
-        return rng, getattr(rng, "seed", seed)
-    if seed is None:
-        seed = random.SystemRandom().randrange(2 ** 32)
-    if rng == "caffe":
-        if not 0 <= int(seed) < 2 ** 32:
-            raise UsageError(f"--seed {seed} is not an unsigned 32-bit value (Caffe's seed type)")
-        return CaffeRNG(int(seed)), int(seed)
-    if rng == "fast":
-        return FastRNG(int(seed)), int(seed)
-    raise UsageError(f"rng '{rng}' is not 'fast' or 'caffe'")
+def _stream(rng, seed):
+    """The random stream: a kind (``"fast"``/``"caffe"``) seeded with ``seed`` (None: a
+    random seed, kept in the stream's ``.seed``), or a stream object given as is."""
+    if not isinstance(rng, str):
+        return make_rng(rng)
+    if rng not in RNG_KINDS:
+        raise UsageError(f"rng '{rng}' is not one of {', '.join(RNG_KINDS)}")
+    try:
+        return make_rng(seed, kind=rng)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--seed {seed}: {exc}") from None
+
+
+def _override(spec, flag):
+    """A filler given by the user (``--filler``/``--bias-filler``), read once; None keeps
+    the layers' own."""
+    if spec is None:
+        return None
+    try:
+        return filler_params(spec)
+    except FillerError as exc:
+        raise UsageError(f"{flag} {spec if isinstance(spec, str) else ''}: {exc}".replace("  ", " ")) from None
 
 
 def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe_version="master",
@@ -197,10 +140,13 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     """Fill every parameter blob of ``net`` as Caffe would.
 
     Args:
-        filler: replaces the weight filler of Convolution, Deconvolution, InnerProduct,
-            Embed and the weight matrices of LSTM/RNN (a FillerParameter, a dict, or
-            ``"xavier"`` / ``"gaussian:std=0.01"``); ``None`` keeps the prototxt's.
-        bias_filler: likewise for those layers' biases.
+        filler: replaces the filler of every blob whose layer type declares it a weight
+            (``LayerType.roles``: Convolution, Deconvolution, InnerProduct, Embed, the
+            weight matrices of LSTM/RNN, and fork types that say so); a FillerParameter,
+            a dict, or ``"xavier"`` / ``"gaussian:std=0.01"``; ``None`` keeps the
+            prototxt's.
+        bias_filler: likewise for the blobs declared biases (the biases of those layers;
+            not Scale/Bias shifts).
         seed: the seed (an unsigned 32-bit int for ``rng="caffe"``); ``None`` picks one,
             reported in ``FilledNet.seed``.
         rng: ``"fast"`` (numpy PCG64) or ``"caffe"`` (Caffe's boost::mt19937 stream, bit
@@ -212,15 +158,14 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
             layers) or ``"identity"`` (mean 0, variance 1, factor 1).
         progress: called as ``progress(done_values, total_values, layer_name)``.
     """
-    if caffe_version not in ("master", "1.0"):
-        raise UsageError(f"caffe_version '{caffe_version}' is not 'master' or '1.0'")
-    if batchnorm not in ("caffe", "identity"):
-        raise UsageError(f"batchnorm '{batchnorm}' is not 'caffe' or 'identity'")
-    weight_fp = filler_parameter(filler)
-    bias_fp = filler_parameter(bias_filler)
-    stream, seed = make_stream(rng, seed)
+    if caffe_version not in CAFFE_VERSIONS:
+        raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise UsageError(f"batchnorm '{batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
+    overrides = {WEIGHT: _override(filler, "--filler"), BIAS: _override(bias_filler, "--bias-filler")}
+    stream = _stream(rng, seed)
+    seed = getattr(stream, "seed", seed)
     trained = _load_weights(weights, net)
-    overrides = {WEIGHT: weight_fp, BIAS: bias_fp}
     blobs: dict = {}
     records: list = []
     warnings: list = []
@@ -251,7 +196,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                                layer=layer.name, layer_type=layer.type) from None
             if keep:
                 arrays[idx] = values
-                descs[idx] = describe_filler(fp)
+                descs[idx] = describe(fp)
         for j, owner in enumerate(layer.owners):
             if owner is not None:
                 oli, obj = owner

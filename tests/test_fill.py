@@ -19,11 +19,11 @@ import pytest
 import conftest
 
 from fillers.fans import FillerError, fan_in_fan_out, variance_norm_n
-from fillers.fill import (FILLERS, bilinear, constant, fill, filler_params, gaussian, msra,
+from fillers.init import (FILLERS, bilinear, constant, fill, filler_params, gaussian, msra,
                           positive_unitball, uniform, variance_scaling, xavier)
 from fillers.rng import CaffeRNG, FastRNG
 
-FILL_MODULE = sys.modules["fillers.fill"]          # fillers.fill is also the function's name
+FILL_MODULE = sys.modules["fillers.init"]
 GOLDEN = str(conftest.GOLDEN / "fills")
 f32 = np.float32
 

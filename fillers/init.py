@@ -1,9 +1,12 @@
-"""Caffe's fillers as functions: shape in (Caffe's axis order), new float32 array out.
+"""Caffe's fillers as functions (like ``torch.nn.init``): shape in (Caffe's axis order),
+new float32 array out.
 
 One core, :func:`variance_scaling`, holds the fan-based math; ``xavier`` and ``msra`` are
 settings of it.  ``constant``, ``uniform``, ``gaussian``, ``positive_unitball`` and
-``bilinear`` are the rest of Caffe's ``filler.hpp``; :func:`fill` takes a
-``FillerParameter`` (or a dict of its fields) and dispatches through :data:`FILLERS`.
+``bilinear`` are the rest of Caffe's ``filler.hpp``.  :data:`FILLERS` is the one
+vocabulary of filler names (the API's :func:`fill`, the command line's ``--filler`` and
+``--bias-filler``); :func:`filler_params` reads a filler given as a ``FillerParameter``, a
+dict of its fields, or the compact text ``"gaussian:std=0.01,mean=0"``.
 
 Every random filler takes ``rng``: ``None`` (a fresh :class:`~fillers.rng.FastRNG`), an
 int seed (a FastRNG), a numpy ``Generator``, a ``FastRNG`` or a
@@ -31,14 +34,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .fans import (AVERAGE, FAN_IN, FAN_OUT, FillerError, blob_count, blob_shape,
-                   check_caffe_version, fan_in_fan_out, variance_norm_n, variance_norm_value)
+from .errors import FillerError
+from .fans import (AVERAGE, FAN_IN, FAN_OUT, VARIANCE_NORMS, blob_count, blob_shape, check_caffe_version,
+                   fan_in_fan_out, variance_norm_n, variance_norm_value)
 from .rng import make_rng
 
 __all__ = [
     "FillerError", "FILLER_DEFAULTS", "FILLERS", "constant", "uniform", "gaussian",
     "positive_unitball", "variance_scaling", "xavier", "msra", "bilinear", "fill",
-    "filler_params", "fan_in_fan_out", "variance_norm_n", "FAN_IN", "FAN_OUT", "AVERAGE",
+    "filler_params", "parse_compact", "describe", "fan_in_fan_out", "variance_norm_n", "FAN_IN", "FAN_OUT", "AVERAGE",
 ]
 
 _F32 = np.float32
@@ -253,11 +257,21 @@ def bilinear(shape, caffe_version="master"):
 # --- FillerParameter dispatch ----------------------------------------------------------
 
 def filler_params(filler):
-    """A dict of the 8 FillerParameter fields from a message-like object or a dict.
+    """A dict of the 8 FillerParameter fields from a message-like object, a dict, or the
+    compact text ``"TYPE"`` / ``"TYPE:key=value,..."`` (``"gaussian:std=0.01,mean=1"``,
+    ``"xavier:variance_norm=AVERAGE"``).
 
-    Missing dict keys take FillerParameter's defaults; unknown keys are an error.  Floats
-    become float32 (as the proto stores them) and ``variance_norm`` its enum int.
+    Missing keys take FillerParameter's defaults; unknown keys are an error, and so is a
+    type that is not in :data:`FILLERS`.  Floats become float32 (as the proto stores them)
+    and ``variance_norm`` its enum int.
+
+    Example:
+        >>> p = filler_params("gaussian:std=0.01")
+        >>> p["type"], float(p["std"]), p["sparse"]
+        ('gaussian', 0.009999999776482582, -1)
     """
+    if isinstance(filler, str):
+        filler = parse_compact(filler)
     if isinstance(filler, Mapping):
         unknown = sorted(set(filler) - set(FILLER_DEFAULTS))
         if unknown:
@@ -267,11 +281,51 @@ def filler_params(filler):
     else:
         raw = {k: getattr(filler, k, d) for k, d in FILLER_DEFAULTS.items()}
     p = {"type": str(raw["type"])}
+    if p["type"] not in FILLERS:
+        raise FillerError(f"Unknown filler type {p['type']!r}; the known types are {', '.join(FILLERS)}.")
     for k in ("value", "min", "max", "mean", "std"):
-        p[k] = _F32(raw[k])
-    p["sparse"] = int(raw["sparse"])
+        try:
+            p[k] = _F32(raw[k])
+        except (TypeError, ValueError):
+            raise FillerError(f"The filler field {k}={raw[k]!r} is not a number.") from None
+    try:
+        p["sparse"] = int(raw["sparse"])
+    except (TypeError, ValueError):
+        raise FillerError(f"The filler field sparse={raw['sparse']!r} is not an integer.") from None
     p["variance_norm"] = variance_norm_value(raw["variance_norm"])
     return p
+
+
+def parse_compact(text: str) -> dict:
+    """``"TYPE:k=v,k=v"`` to ``{"type": TYPE, k: v, ...}`` (values still text)."""
+    kind, _, rest = text.partition(":")
+    out = {"type": kind.strip()}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise FillerError(f"The filler option {item!r} is not of the form key=value.")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def describe(filler) -> str:
+    """A short text for a filler: ``xavier(FAN_IN)``, ``gaussian(0,0.01)``, ``constant(0)``.
+
+    ``None`` (a blob set to zero without a filler) is ``zero``."""
+    if filler is None:
+        return "zero"
+    p = filler_params(filler)
+    t = p["type"]
+    norm = next(k for k, v in VARIANCE_NORMS.items() if v == p["variance_norm"])
+    if t == "constant":
+        return f"constant({p['value']:g})"
+    if t == "uniform":
+        return f"uniform({p['min']:g},{p['max']:g})"
+    if t == "gaussian":
+        return f"gaussian({p['mean']:g},{p['std']:g})" + (f",sparse={p['sparse']}" if p["sparse"] >= 0 else "")
+    if t in ("xavier", "msra"):
+        return f"{t}({norm})"
+    return t
 
 
 def _fill_constant(shape, p, rng, version):
@@ -336,8 +390,4 @@ def fill(shape, filler, rng=None, caffe_version="master"):
     """
     check_caffe_version(caffe_version)
     p = filler_params(filler)
-    fn = FILLERS.get(p["type"])
-    if fn is None:
-        raise FillerError(f"Unknown filler type {p['type']!r}; the known types are "
-                          f"{', '.join(FILLERS)}.")
-    return fn(shape, p, rng, caffe_version)
+    return FILLERS[p["type"]](shape, p, rng, caffe_version)
