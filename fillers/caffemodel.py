@@ -56,10 +56,11 @@ MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
 
 def _blob_parts(arr: np.ndarray):
     """(header bytes, data buffer) of one BlobProto: ``shape`` then packed ``data``."""
-    data = np.ascontiguousarray(arr, dtype="<f4")
+    dims = np.shape(arr)
+    data = np.ascontiguousarray(arr, dtype="<f4")  # (at least 1-d)
     shape = caffe_pb2.BlobProto()
-    if data.ndim:  # as Caffe's Blob::ToProto: a blob with no axes has no shape message
-        shape.shape.dim.extend(int(d) for d in data.shape)
+    if dims:  # as Caffe's Blob::ToProto: a blob with no axes has no shape message
+        shape.shape.dim.extend(int(d) for d in dims)
     head = shape.SerializeToString()
     nbytes = data.size * 4
     head += _key(BLOB_DATA, LEN) + _varint(nbytes)
