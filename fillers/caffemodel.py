@@ -221,6 +221,12 @@ def _text(buf, span) -> str:
     return bytes(buf[span[0]:span[1]]).decode("utf-8", "replace")
 
 
+def _shown(name: str, limit: int = 60) -> str:
+    """A layer name for a one-line message: control characters escaped, long ones cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 def _layer_entry(path, buf, field, span):
     """(name, [blob spans]) of one ``layer`` (V2) or ``layers`` (V1/V0) entry.
 
@@ -249,7 +255,7 @@ def _layer_entry(path, buf, field, span):
                     elif w == LEN and f == V0_BLOBS:
                         blobs.append(v)
     except WireError as exc:
-        named = f" (layer '{name}')" if name is not None else ""
+        named = f" (layer '{_shown(name)}')" if name is not None else ""
         raise ParseError(path, f"not a valid .caffemodel: the layer entry at byte {start}{named} is malformed: "
                                f"{exc}") from None
     return name or "", blobs
@@ -284,7 +290,7 @@ def _signed32(v: int) -> int:
 
 def _read_blob(path, buf, span, layer, j):
     """(array, legacy) of one BlobProto, as Caffe's ``Blob::FromProto(proto, reshape=true)``."""
-    where = f"layer '{layer}' blob {j}"
+    where = f"layer '{_shown(layer)}' blob {j}"
     legacy = [None] * 4
     dims = []
     floats, doubles = [], []  # (offset, count) of packed runs, or one value's bytes
