@@ -250,30 +250,59 @@ def _fix_shared_after_weights(net, blobs):
 
 
 def _load_weights(weights, net) -> dict:
-    if weights is None:
-        return {}
-    if isinstance(weights, dict):
-        src = weights
-    else:
-        from .caffemodel import read_caffemodel
+    """The trained blobs to copy, as Caffe's ``CopyTrainedLayersFrom`` picks them: every
+    layer of the weights that the net has (a layer without blobs too: the count check
+    then applies), the file's other layers ignored.
 
-        src = read_caffemodel(weights)
-    names = {l.name for l in net.layers}
-    return {k: v for k, v in src.items() if k in names and len(v)}
+    Returns a :class:`fillers.caffemodel.TrainedWeights` (a dict ``{layer: arrays}``)
+    whose ``copied``, ``filled`` and ``ignored`` name the layers copied, the net's layers
+    with parameters left to fill, and the weights' layers the net does not have.
+    """
+    from .caffemodel import TrainedWeights, read_caffemodel
+
+    if weights is None:
+        return TrainedWeights()
+    names = [l.name for l in net.layers]
+    wanted = set(names)
+    if isinstance(weights, dict):
+        src, file_names, path = weights, list(weights), None
+    else:
+        src = read_caffemodel(weights, layers=wanted)
+        file_names, path = src.layer_names, src.path
+    out = TrainedWeights({k: v for k, v in src.items() if k in wanted}, path=path)
+    out.copied = [n for n in names if n in out]
+    out.filled = [l.name for l in net.layers if l.params and l.name not in out]
+    out.ignored = list(dict.fromkeys(n for n in file_names if n not in wanted))
+    return out
+
+
+def _shape_text(shape) -> str:
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return f"{list(shape)} ({count} value{'s' if count != 1 else ''})"
 
 
 def _check_trained(layer, arrays):
-    """Caffe's CopyTrainedLayersFrom checks: blob count, then each blob's shape (a legacy
-    4-d num/channels/height/width blob matches when its shape, padded with leading 1s,
-    is the same)."""
+    """Caffe's CopyTrainedLayersFrom checks: the blob count, then each blob's shape with
+    ``Blob::ShapeEquals``: a blob read with the legacy num/channels/height/width fields
+    matches a net blob of at most 4 axes whose shape, padded with leading 1s to 4 axes, is
+    the same; a blob read with ``shape`` (or with no axes) must match exactly.  Arrays
+    that do not say how they were stored (a dict of arrays) get the legacy rule when
+    4-d."""
     if len(arrays) != len(layer.params):
-        raise NetError(f"the weights file has {len(arrays)} blob(s) for this layer, the net needs "
-                       f"{len(layer.params)}", layer=layer.name, layer_type=layer.type)
+        raise NetError(f"incompatible number of blobs: the weights file has {len(arrays)} blob(s) for this "
+                       f"layer, the net needs {len(layer.params)}", layer=layer.name, layer_type=layer.type)
+    legacy = getattr(arrays, "legacy", None)
     for j, (a, pb) in enumerate(zip(arrays, layer.params)):
-        got, want = tuple(a.shape), tuple(pb.shape)
-        if got == want:
-            continue
-        if len(got) == 4 and len(want) <= 4 and got == (1,) * (4 - len(want)) + want:
-            continue
-        raise NetError(f"cannot copy blob {j} from the weights file: its shape is {list(got)}, the net's "
-                       f"is {list(want)}", layer=layer.name, layer_type=layer.type)
+        got, want = tuple(int(d) for d in np.shape(a)), tuple(int(d) for d in pb.shape)
+        padded = len(want) <= 4 and got == (1,) * (4 - len(want)) + want
+        if legacy is None:
+            ok = got == want or (len(got) == 4 and padded)
+        else:
+            ok = padded if legacy[j] else got == want
+        if not ok:
+            raise NetError(f"cannot copy blob {j} from the weights file: shape mismatch; the file's shape is "
+                           f"{_shape_text(got)}, the net's is {_shape_text(want)}; to learn this layer's "
+                           "parameters from scratch rather than copying them, rename the layer",
+                           layer=layer.name, layer_type=layer.type)

@@ -23,6 +23,7 @@ from google.protobuf import text_format
 
 from . import caffe_pb2
 from .errors import NetError, ParseError
+from .upgrade_v0 import needs_v0_upgrade, upgrade_v0
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 PHASES = {"TRAIN": TRAIN, "TEST": TEST}
@@ -313,6 +314,10 @@ def read_net(path, text: str | None = None) -> ReadResult:
     if len(net.layers):
         if len(net.layer):
             raise ParseError(path, "the file mixes V2 'layer {}' and V1 'layers {}' entries; use one kind")
+        if needs_v0_upgrade(net):
+            fmt = "V0"
+            net, kept = upgrade_v0(net, path, warnings)
+            fork = [fork[i] for i in kept] if len(fork) > max(kept, default=-1) else [{} for _ in kept]
         net = upgrade_v1(net, path)
     if upgrade_inputs(net, path):
         fork.insert(0, {})
@@ -369,14 +374,13 @@ _V2_MESSAGE_FIELDS = {f.name for f in caffe_pb2.LayerParameter.DESCRIPTOR.fields
 
 def upgrade_v1(net, path):
     """V1 ``layers {}`` to V2 ``layer {}``, as Caffe's UpgradeV1Net does."""
+    if needs_v0_upgrade(net):
+        net = upgrade_v0(net, path)[0]
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layers[:]
     enum = caffe_pb2.V1LayerParameter.LayerType
     for v1 in net.layers:
-        if v1.HasField("layer"):
-            raise ParseError(path, f"layer '{v1.name or v1.layer.name}' is in Caffe's V0 format; upgrade it "
-                             "with Caffe's upgrade_net_proto_text first")
         lp = out.layer.add()
         lp.name = v1.name
         lp.type = V1_TYPES.get(enum.Name(v1.type), enum.Name(v1.type))
