@@ -39,6 +39,8 @@ class ReadResult:
     net: object  # caffe_pb2.NetParameter, upgraded to V2 layers with an Input layer
     path: str
     warnings: list = field(default_factory=list)
+    #: the file's format: "V2", "V1" (``layers {}``) or "V0" (upgraded as Caffe does)
+    format: str = "V2"
     #: per layer of ``net.layer`` (same order): ``{field name: value text}`` of the fork
     #: fields read out of that layer's text, for fork layer types
     fork_fields: list = field(default_factory=list)
@@ -311,19 +313,24 @@ def read_net(path, text: str | None = None) -> ReadResult:
             inner.warnings[:0] = warnings
             return inner
     fork, fork_warnings = _fork_fields_by_layer(stripped, max(len(net.layer), len(net.layers)), warnings)
+    fmt = "V2"
     if len(net.layers):
+        fmt = "V1"
         if len(net.layer):
             raise ParseError(path, "the file mixes V2 'layer {}' and V1 'layers {}' entries; use one kind")
         if needs_v0_upgrade(net):
             fmt = "V0"
             net, kept = upgrade_v0(net, path, warnings)
             fork = [fork[i] for i in kept] if len(fork) > max(kept, default=-1) else [{} for _ in kept]
+            fork_warnings = [fork_warnings[i] for i in kept] if len(fork_warnings) > max(kept, default=-1) \
+                else [{} for _ in kept]
         net = upgrade_v1(net, path)
     if upgrade_inputs(net, path):
         fork.insert(0, {})
         fork_warnings.insert(0, {})
     upgrade_types(net)
-    return ReadResult(net=net, path=path, warnings=warnings, fork_fields=fork, fork_warnings=fork_warnings)
+    return ReadResult(net=net, path=path, warnings=warnings, format=fmt, fork_fields=fork,
+                      fork_warnings=fork_warnings)
 
 
 def _fork_fields_by_layer(stripped, n_layers, warnings):

@@ -21,9 +21,7 @@ HAVE_SHARED = (GOLDEN / "index.json").exists() and (CORPUS / "MANIFEST.tsv").exi
 SKIP_REASON = f"reference data not found at {SHARED} (set CAFFE_FILLERS_SHARED)"
 
 #: golden nets we cannot read yet, with the reason: their tests are expected failures
-KNOWN_FAILURES = {
-    "legacy_v0": "Caffe's V0 prototxt format is not read yet (issue 10 adds the V0 upgrade)",
-}
+KNOWN_FAILURES: dict = {}
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -168,8 +168,8 @@ class Pooling(LayerType):
     def outputs(self, bottoms):
         if len(self.lp.top) == 2 and self.lp.pooling_param.pool != MAX:
             self.fail("only MAX pooling has a second (mask) top")
+        _, _, _, out = pooling_geometry(self.lp, bottoms[0])  # checks the bottom's axes first
         n, c = bottoms[0][:2]
-        _, _, _, out = pooling_geometry(self.lp, bottoms[0])
         return [(n, c, *out)] * len(self.lp.top)
 
     def lower(self, ctx):
