@@ -244,7 +244,7 @@ def _lower_layers(net, builder, info, candidates, arrays, keys, users) -> _Versi
         ins = [v.current[x] for x in layer.bottoms]
         outs = [t if layer.is_input else builder.values.unique(f"{t}@{layer.name}") for t in layer.tops]
         n_nodes, n_inputs = len(builder.nodes), len(builder.inputs)
-        ctx = LoweringContext(builder, net, layer, i, ins, outs, arrays[i], keys[i], users)
+        ctx = LoweringContext(builder, net, layer, ins, outs, arrays[i], keys[i], users)
         try:
             layer.spec.lower(ctx)
         except NoLowering as exc:

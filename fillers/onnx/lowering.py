@@ -113,7 +113,6 @@ class LoweringContext:
 
     Attributes:
         layer: the :class:`fillers.net.Layer` (``name``, ``type``, ``lp``, ``spec`` ...).
-        lp: the layer's ``caffe_pb2.LayerParameter``.
         inputs: tensor names of the bottoms, in order.
         outputs: tensor names the lowering must produce for the tops, in order.
         bottom_shapes, top_shapes: shapes from the net model (tuples of ints).
@@ -121,17 +120,14 @@ class LoweringContext:
         opset: the target opset of the default domain.
 
     A lowering adds nodes with :meth:`node`, weights with :meth:`param`, constants with
-    :meth:`const`/:meth:`ints`, and gives up with :meth:`unsupported`.
+    :meth:`const`/:meth:`ints`, and gives up with :meth:`unsupported` (the export fails)
+    or :meth:`leave_out` (the layer is left out, the rest exported).
     """
 
-    def __init__(self, builder: GraphBuilder, net, layer, index: int, inputs, outputs, params, param_keys,
-                 param_users):
+    def __init__(self, builder: GraphBuilder, net, layer, inputs, outputs, params, param_keys, param_users):
         self._b = builder
         self.net = net
         self.layer = layer
-        self.index = index
-        self.lp = layer.lp
-        self.spec = layer.spec
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.bottom_shapes = [tuple(int(d) for d in s) for s in layer.bottom_shapes]
@@ -160,9 +156,6 @@ class LoweringContext:
         self._n_nodes += 1
         self._b.add_node(op, inputs, outputs, hint, attrs)
         return outputs[0] if len(outputs) == 1 else list(outputs)
-
-    def identity(self, x: str, out: str) -> str:
-        return self.node("Identity", [x], out)
 
     # ---- weights and constants -------------------------------------------------------
     def param(self, i: int, shape=None) -> str:
