@@ -6,11 +6,13 @@ lowered to ONNX exactly (standard ops only, the fork's integer rounding reproduc
 ``Proposal`` is not (see its docstring); ``SmoothL1Loss`` is a loss, left out of an
 inference export.
 
-ONNX's ``MaxRoiPool`` is not used: its definition leaves the rounding open, and
-onnxruntime's CPU kernel (``core/providers/cpu/nn/roi_pool.cc``) starts each bin's
-maximum at ``numeric_limits<float>::min()`` (the smallest *positive* float) instead of
-``-FLT_MAX``, so a bin whose values are all negative comes out as 1.2e-38 instead of
-their maximum.
+ONNX's ``MaxRoiPool`` is not used although onnxruntime's CPU kernel
+(``core/providers/cpu/nn/roi_pool.cc``) is a copy of the fork's loop and, in onnxruntime
+1.32, gives the fork's numbers (``tests/test_forks_rcnn.py`` checks it): the operator's
+definition leaves the rounding open (other runtimes differ or lack it), and earlier
+onnxruntime versions started each bin's maximum at ``numeric_limits<float>::min()`` (the
+smallest *positive* float), so bins of negative values came out as 1.2e-38.  The
+composition below uses only Slice/Pad/Max/Gather/arithmetic and is exact anywhere.
 """
 
 from __future__ import annotations
