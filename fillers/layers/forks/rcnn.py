@@ -425,7 +425,7 @@ class Proposal(LayerType):
         return None
 
     def lower(self, ctx):
-        ctx.unsupported("the number of proposals surviving NMS depends on the data (the C++ ports' ordering and "
+        ctx.leave_out("the number of proposals surviving NMS depends on the data (the C++ ports' ordering and "
                         "padding cannot be expressed with a fixed-shape ONNX graph)")
 
 

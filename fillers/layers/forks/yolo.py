@@ -162,5 +162,5 @@ class Yolov3DetectionOutput(LayerType):
         return [(1, 1, 1, 7)]
 
     def lower(self, ctx):
-        ctx.unsupported("the number of detections depends on the data (confidence threshold and NMS); "
+        ctx.leave_out("the number of detections depends on the data (confidence threshold and NMS); "
                         "ONNX has no fixed-shape equivalent of the ports' output")
