@@ -289,7 +289,8 @@ class DetectionOutput(LayerType):
        offset; CENTER_SIZE: centre moved by variance * offset * prior size, size scaled
        by exp(variance * offset); CORNER_SIZE: corner + variance * offset * prior size;
        with ``variance_encoded_in_target`` the variances are left out); boxes are not
-       clipped;
+       clipped.  With ``share_location`` and ``background_label_id: -1`` the fork skips
+       the shared locations (their label is -1 too) and so detects nothing;
     2. per class other than ``background_label_id``: the scores above
        ``confidence_threshold`` (all when it is absent), sorted by score descending (a
        stable sort: equal scores keep the prior order), the first ``nms_param.top_k``
@@ -405,7 +406,9 @@ class DetectionOutput(LayerType):
         # ---- per-class candidates: scores above the threshold, best top_k, fork's order ----
         conf = ctx.node("Transpose", [ctx.reshape(ctx.inputs[1], [n, P, C])], perm=[0, 2, 1])
         conf = ctx.node("Gather", [conf, ctx.ints(labels, "labels")], axis=1)  # [n, C', P]
-        if K == 0 or Cp == 0:
+        if K == 0 or Cp == 0 or (p.share_location and p.background_label_id == -1):
+            # the fork's DecodeBBoxesAll skips the shared location label -1 when it equals
+            # background_label_id: nothing is decoded, nothing detected
             self._emit(ctx, None, None, None, n, 0, 0, labels)
             return
         vals, idx = ctx.node("TopK", [conf, ctx.ints([K], "k")], n_outputs=2, axis=2, largest=1, sorted=1)
