@@ -364,16 +364,17 @@ def test_normalize_against_fork_and_opencv(tmp_path, across, shared):
     assert np.max(np.abs(cv - ref)) <= 1e-5 * max(1, np.abs(ref).max())
 
 
-def test_normalize_shared_scale_opencv_differs_on_a_blob_of_no_axes(tmp_path):
-    """OpenCV differs: it cannot read the fork's shared scale as the fork writes it (a blob
-    of no axes); the caffemodel written here keeps the fork's layout."""
+def test_normalize_shared_scale_as_caffe_writes_it_reads_in_opencv(tmp_path):
+    """The fork's shared scale is a blob of no axes; written as Caffe writes such a blob (no
+    shape, no legacy dims), OpenCV reads it and agrees."""
     path = write(tmp_path, NORM_NET % ("true", "true", "1e-10"))
     net = load(path)
     blobs = net.fill(seed=5).blobs
     assert blobs["norm"][0].shape == ()
-    with pytest.raises(cv2.error):
-        run_opencv(path, net, blobs, {"data": np.zeros((2, 5, 7, 9), F32)}, ["norm"], tmp_path,
-                   flat_scalars=False)
+    x = np.random.default_rng(0).standard_normal((2, 5, 7, 9)).astype(F32)
+    cv = run_opencv(path, net, blobs, {"data": x}, ["norm"], tmp_path, flat_scalars=False)["norm"]
+    ref = normalize_ref(x, blobs["norm"][0], True, True, 1e-10)
+    assert np.max(np.abs(cv - ref)) <= 1e-5 * max(1, np.abs(ref).max())
 
 
 # ---- Permute -------------------------------------------------------------------------------

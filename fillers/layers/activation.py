@@ -207,11 +207,6 @@ class PReLU(LayerType):
         shape = () if p.channel_shared else (int(bottoms[0][1]),)
         return [self.blob("slope", shape, self.filler(p, "filler", {"type": "constant", "value": 0.25}))]
 
-    def opencv_caveat(self):
-        if self.lp.prelu_param.channel_shared:
-            return "OpenCV's Caffe importer cannot read a channel-shared PReLU slope (a blob of no axes)"
-        return None
-
     def lower(self, ctx):
         nd = len(ctx.bottom_shapes[0])
         if self.lp.prelu_param.channel_shared:
