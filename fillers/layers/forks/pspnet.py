@@ -123,10 +123,11 @@ class Interp(LayerType):
     matrices, ``A_h @ X @ A_w^T``, built with the fork's float32 positions and weights;
     the crop is folded into the matrices (columns of cropped rows are zero).
 
-    OpenCV 4.x reads ``Interp`` (zoom, shrink, height/width, aligned corners) but ignores
-    ``pad_beg``/``pad_end``: for a layer with padding it computes another size and other
-    values; this type follows the fork, and the export check does not compare such a
-    layer with OpenCV.
+    OpenCV 4.x reads ``Interp`` (``zoom_factor`` or ``height``/``width``, aligned
+    corners) but ignores ``shrink_factor`` and ``pad_beg``/``pad_end``: with shrinking it
+    computes another size (shrink alone: an empty output, which it refuses), with padding
+    another size and other values.  This type follows the fork; the export check does not
+    compare such a layer with OpenCV.
     """
 
     origin = "hszhao/PSPNet (DeepLab v2): interp_layer.cpp, util/interp.cpp (caffe_cpu_interp2)"
@@ -162,6 +163,9 @@ class Interp(LayerType):
 
     def opencv_caveat(self):
         p = self.fork("interp_param")
-        if p.pad_beg or p.pad_end:
-            return "OpenCV's Interp ignores pad_beg/pad_end"
+        ignored = [f for f in ("shrink_factor", "pad_beg", "pad_end") if p.HasField(f) and getattr(p, f) != 0]
+        if p.HasField("shrink_factor") and not ignored:
+            ignored = ["shrink_factor"]
+        if ignored:
+            return f"OpenCV's Interp ignores {'/'.join(ignored)}"
         return None
