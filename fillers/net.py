@@ -227,7 +227,7 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
                                layer=lp.name, layer_type=lp.type)
         try:
             if cls.runtime_source:
-                top_shapes = _runtime_shapes(spec, lp, input_shapes, used_inputs)
+                top_shapes = _runtime_shapes(spec, lp, input_shapes, used_inputs, bottom_shapes)
             else:
                 top_shapes = [tuple(int(d) for d in s) for s in spec.outputs(bottom_shapes)]
             params = list(spec.params(bottom_shapes))
@@ -292,15 +292,19 @@ def _blob_shape(b):
     return [int(b.num), int(b.channels), int(b.height), int(b.width)]
 
 
-def _runtime_shapes(spec, lp, input_shapes, used):
-    """Top shapes of a data layer whose shapes only exist at run time."""
+def _runtime_shapes(spec, lp, input_shapes, used, bottom_shapes):
+    """Top shapes of a layer whose shapes only exist at run time: given by the user, the
+    layer type's default (``runtime_shape``), or, for a top written in place, its bottom's
+    shape (a Python layer working in place)."""
     out = []
     for i, t in enumerate(lp.top):
         if t in input_shapes:
             out.append(tuple(input_shapes[t]))
             used.add(t)
-        elif i > 0 and spec.label_tops and out:
-            out.append((out[0][0],))
+        elif t in lp.bottom:
+            out.append(tuple(bottom_shapes[list(lp.bottom).index(t)]))
+        elif spec.runtime_shape(i, out[0] if out else None) is not None:
+            out.append(tuple(int(d) for d in spec.runtime_shape(i, out[0] if out else None)))
         else:
             raise MissingInputShapeError(
                 f"top '{t}' gets its shape from {spec.runtime_source} at run time; give it with "

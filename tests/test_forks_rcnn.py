@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import CORPUS, SHARED
+from conftest import SHARED
 from fillers.layers import lookup
 from fillers.net import load
 from fillers.onnx_export import export, ort_session
@@ -516,54 +516,3 @@ def test_golden_fast_rcnn_forward(net_id):
         st = golden[f"stats/{top}"]
         assert abs(float(y.mean()) - st[0]) < 1e-5 and float(y.max()) == pytest.approx(st[3])
     assert compared >= 1
-
-
-# ---- corpus files of these families ----------------------------------------------------------
-
-def _manifest_rows():
-    path = CORPUS / "MANIFEST.tsv"
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    head = lines[0].split("\t")
-    rows = [dict(zip(head, line.split("\t"))) for line in lines[1:] if line.strip()]
-    mine = {"ROIPooling", "PSROIPooling", "SmoothL1Loss", "Proposal", "Reorg", "Region", "Yolov3DetectionOutput"}
-    return [r for r in rows if r.get("standard_only") == "no"
-            and mine & set(filter(None, r.get("custom_types", "").split(",")))]
-
-
-#: what the Python layers of these files produce at run time (as --input gives them): the
-#: proposal layer's rois everywhere; the ZF training net's data, anchor-target and
-#: proposal-target layers (RPN maps 15x15 for a 224x224 image, 21 classes)
-PROPOSAL_TOPS = {"rois": (300, 5)}
-ZF_TRAIN_TOPS = {
-    "data": (1, 3, 224, 224), "im_info": (1, 3), "gt_boxes": (1, 5),
-    "rpn_labels": (1, 1, 9 * 15, 15), "rpn_bbox_targets": (1, 36, 15, 15),
-    "rpn_bbox_inside_weights": (1, 36, 15, 15), "rpn_bbox_outside_weights": (1, 36, 15, 15),
-    "rpn_rois": (2000, 5), "rois": (128, 5), "labels": (128,), "bbox_targets": (128, 84),
-    "bbox_inside_weights": (128, 84), "bbox_outside_weights": (128, 84),
-}
-
-
-@pytest.mark.shared
-@pytest.mark.parametrize("row", _manifest_rows(), ids=lambda r: r["file"])
-def test_corpus_family_builds_fills_and_exports(row):
-    path = CORPUS / row["file"]
-    phase = "TRAIN" if row["kind"] == "train_val" else "TEST"
-    missing = [t for t in row["custom_types"].split(",") if t and lookup(t) is None]
-    if missing:
-        pytest.skip(f"layer types of other fork families not in this branch: {missing}")
-    shapes = ZF_TRAIN_TOPS if row["kind"] == "train_val" else PROPOSAL_TOPS
-    net = load(str(path), phase=phase, input_shapes=dict(shapes))
-    filled = net.fill(filler="msra", seed=1)
-    assert filled.blobs
-    types = {l.type for l in net.layers}
-    assert types & {"ROIPooling", "PSROIPooling"}
-    # every fork type here has a lowering except Proposal and Python layers with bottoms:
-    # those are left out (with the layers that need their tops), the rest is exported
-    from fillers.onnx import export_and_check
-
-    report = export_and_check(filled, compare_opencv=False)
-    assert report.ok, report.text()
-    left = report.info.left_out
-    assert any(net.layer(n).type in ("Proposal", "Python") for n in left if n in {l.name for l in net.layers})

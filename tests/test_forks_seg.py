@@ -421,14 +421,14 @@ def test_bn_blobs_and_fillers(tmp_path):
 
 # ---- DenseImageData ---------------------------------------------------------------------------
 
-def test_dense_image_data_takes_both_shapes_from_input(tmp_path):
+def test_dense_image_data_takes_its_shapes_from_input(tmp_path):
     text = ('layer { name: "data" type: "DenseImageData" top: "data" top: "label" '
-            'dense_image_data_param { source: "x.txt" batch_size: 2 shuffle: true label_divide_factor: 1 } }\n'
+            'dense_image_data_param { source: "x.txt" batch_size: 2 shuffle: true label_divide_factor: 2 } }\n'
             'layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { bn_mode: INFERENCE } }\n')
     with pytest.raises(MissingInputShapeError, match="--input data="):
         build(tmp_path, text)
-    with pytest.raises(MissingInputShapeError, match="--input label="):
-        build(tmp_path, text, input_shapes={"data": (2, 3, 8, 6)})
+    # the label image follows the data, divided by ENet's label_divide_factor
+    assert build(tmp_path, text, input_shapes={"data": (2, 3, 8, 6)}).blobs["label"] == (2, 1, 4, 3)
     net = build(tmp_path, text, input_shapes={"data": (2, 3, 8, 6), "label": (2, 1, 8, 6)})
     assert net.inputs == ["data", "label"] and net.blobs["label"] == (2, 1, 8, 6)
     assert not net.warnings

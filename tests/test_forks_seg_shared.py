@@ -6,15 +6,12 @@ the export equals OpenCV's forward."""
 import csv
 import importlib.util
 import json
-import re
 
 import numpy as np
 import pytest
 
 from conftest import CORPUS, HAVE_SHARED, SHARED
 from fillers.caffemodel import write_caffemodel
-from fillers.errors import MissingInputShapeError
-from fillers.layers import lookup
 from fillers.net import load
 from fillers.onnx_export import export, export_and_check, make_inputs, ort_session
 
@@ -101,14 +98,8 @@ SETTINGS = {
                                                        "input_shapes": {"data": (1, 3, 512, 1024),
                                                                         "label": (1, 1, 512, 1024)}},
 }
-#: the fork types OpenCV reads with the fork's semantics (for the parameters these files use)
-OPENCV_SAME = {"ConvolutionDepthwise", "ShuffleChannel", "Interp", "ReLU6"}
-#: files of these families that do not fill and export, with the reason
-EXCEPTIONS = {
-    "prototxts__enet_train_encoder_decoder.prototxt":
-        "27 Python layers (spatial_dropout.SpatialDropoutLayer) between the fork layers: their tops' shapes come "
-        "from user code, and an export cannot run it",
-}
+# Every corpus file of these families fills and exports in tests/test_corpus.py
+# (test_fork_file_fills_and_exports); here, what needs more than the generic check.
 
 
 def _key(row):
@@ -123,57 +114,6 @@ def _load(row):
 def test_the_family_has_corpus_files():
     assert {"Axpy", "Interp", "Upsample", "BN", "ShuffleChannel", "ConvolutionDepthwise"} <= {
         t for r in MINE for t in r["custom_types"].split(",")}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("row", MINE, ids=[_key(r) for r in MINE])
-def test_corpus_file_fills_and_exports(row, tmp_path):
-    missing = [t for t in row["custom_types"].split(",") if lookup(t) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} belong to another fork family's module")
-    if _key(row) in EXCEPTIONS:
-        with pytest.raises(MissingInputShapeError, match=r"\(Python\)"):
-            _load(row)
-        return
-    net = _load(row)
-    filled = net.fill(filler="msra", seed=1, batchnorm="identity")
-    report = export_and_check(filled, str(tmp_path / "net.onnx"), compare_opencv=False)
-    assert report.ok and report.checked, report.warnings
-    # OpenCV, where it reads the net, given the original file (its fork fields included)
-    if not set(row["custom_types"].split(",")) <= OPENCV_SAME:
-        return  # OpenCV has no Upsample/BN (SegNet, ENet); Axpy: see the test below
-    import cv2
-
-    model = tmp_path / "net.caffemodel"
-    write_caffemodel(model, net, filled.blobs)
-    feeds = make_inputs(report.info, net, seed=0)
-    text = (CORPUS / row["file"]).read_text()
-    for name in set(net.inputs) - set(report.info.inputs):  # OpenCV fails on an unused `input:` (PSPNet's data_dim)
-        text = re.sub(r'input:\s*"%s"\s*input_shape\s*\{[^}]*\}' % re.escape(name), "", text)
-    (tmp_path / "cv.prototxt").write_text(text)
-    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "cv.prototxt"), str(model))
-    cv.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    for name in report.info.inputs:
-        cv.setInput(feeds[name], name)
-    # the fork layers' tops and the net's outputs; a Softmax output by its logits (with
-    # msra weights and no normalization the logits reach 1e5, where a softmax turns float
-    # rounding into visible differences)
-    compared = {}
-    for layer in net.layers:
-        if layer.spec.net_input:
-            continue
-        if layer.type in FAMILY or (layer.type != "Softmax" and set(layer.tops) & set(net.outputs)):
-            compared.setdefault(layer.tops[0], layer.name)
-        elif layer.type == "Softmax" and set(layer.tops) & set(net.outputs):
-            src = next(l for l in net.layers if layer.bottoms[0] in l.tops)
-            compared.setdefault(layer.bottoms[0], src.name)
-    sess = ort_session(export(net, filled.blobs, all_blobs=True))
-    names = list(compared)
-    got = dict(zip(names, sess.run(names, {k: v for k, v in feeds.items()
-                                           if k in {i.name for i in sess.get_inputs()}})))
-    for name, r in zip(names, cv.forward([compared[n] for n in names])):
-        err = float(np.max(np.abs(got[name].astype(np.float64) - r.reshape(got[name].shape))))
-        assert err <= 1e-3 * max(1.0, float(np.max(np.abs(r)))), f"{name}: {err:.3g}"
 
 
 @pytest.mark.slow

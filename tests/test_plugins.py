@@ -14,24 +14,15 @@ from fillers.layers import base, load_plugin
 SHUFFLENET = CORPUS / "farmingyard__ShuffleNet/shufflenet_1x_g3_deploy.prototxt"
 
 PLUGIN = textwrap.dedent('''
-    from fillers.layers import LayerType, register
-    from fillers.layers.conv import Convolution
+    from fillers.layers import LayerType, register_type
 
 
-    @register("ConvolutionDepthwise")
-    class ConvolutionDepthwise(Convolution):
-        """The fork's depthwise convolution: a Convolution with one group per input channel."""
-
-        def _setup(self, bottoms):
-            self.lp.convolution_param.group = int(bottoms[0][1])
-            return super()._setup(bottoms)
-
-
-    @register("ShuffleChannel")
-    class ShuffleChannel(LayerType):
+    class MyShuffleChannel(LayerType):
         """Reorders channels in `group` groups; the shape is unchanged.  Its parameter
-        message is a fork field, read parsed (a dict: no schema given)."""
+        message is a fork field, read parsed (a dict: no schema given).  It replaces the
+        built-in type of that name (a plugin may override one deliberately)."""
 
+        origin = "my plugin"
         fork_params = {"shuffle_channel_param": None}
 
         def outputs(self, bottoms):
@@ -39,6 +30,9 @@ PLUGIN = textwrap.dedent('''
             if bottoms[0][1] % group:
                 self.fail(f"{bottoms[0][1]} channels cannot be shuffled in {group} groups")
             return [tuple(bottoms[0])]
+
+
+    register_type("ShuffleChannel", MyShuffleChannel, replace=True)
 ''')
 
 
@@ -57,11 +51,13 @@ def plugin(tmp_path, registry):
     yield path
 
 
-@pytest.mark.shared
-def test_without_plugin_the_fork_types_are_named(capsys):
-    assert main([str(SHUFFLENET), "--dry-run"]) == 1
+def test_without_plugin_the_fork_types_are_named(tmp_path, capsys):
+    p = tmp_path / "fork.prototxt"
+    p.write_text('input: "x" input_shape { dim: 1 dim: 6 dim: 2 dim: 2 }\n'
+                 'layer { name: "s" type: "MyFancyShuffle" bottom: "x" top: "y" fancy_param { group: 3 } }\n')
+    assert main([str(p), "--dry-run"]) == 1
     err = capsys.readouterr().err
-    assert "(ConvolutionDepthwise)" in err and "ShuffleChannel" in err
+    assert "layer 's' (MyFancyShuffle): 'MyFancyShuffle' is not a standard BVLC Caffe layer type" in err
 
 
 @pytest.mark.shared
@@ -72,7 +68,7 @@ def test_plugin_makes_the_net_build(plugin, capsys):
     captured = capsys.readouterr()
     net = json.loads(captured.out)
     dw = next(l for l in net["layers"] if l["name"] == "resx1_conv2")
-    assert dw["type"] == "ConvolutionDepthwise"
+    assert dw["type"] == "ConvolutionDepthwise"  # built in (fillers/layers/forks/mobile.py)
     assert dw["params"] == [[54, 1, 3, 3]]
     assert net["blobs"]["fc1000"][:2] == [1, 1000]
     assert net["blobs"]["shuffle2"] == net["blobs"]["resx2_conv1"]
@@ -181,7 +177,10 @@ def test_registering_a_type_twice_is_refused():
             pass
 
 
-def test_list_layers_shows_origin(capsys):
+def test_list_layers_shows_origin(plugin, capsys):
     assert main(["--list-layers"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^Convolution\s+BVLC$", out, re.M)
+    assert re.search(r"^PriorBox\s+weiliu89/caffe", out, re.M)
+    assert main(["--plugin", str(plugin), "--list-layers"]) == 0
+    assert re.search(r"^ShuffleChannel\s+my plugin$", capsys.readouterr().out, re.M)

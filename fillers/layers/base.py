@@ -109,8 +109,10 @@ class LayerType:
     #: for a net input whose shapes only exist at run time: where they come from ("a
     #: database or file list"); the user gives them (``--input NAME=N,C,H,W``)
     runtime_source: ClassVar[Optional[str]] = None
-    #: with ``runtime_source``: tops after the first default to ``[N]`` (labels)
-    label_tops: ClassVar[bool] = False
+    #: top index -> the axes whose size Caffe only knows at run time (it reshapes the top
+    #: in Forward: DetectionOutput's number of detections); the export declares them
+    #: symbolic and the check does not compare their size with the net model's
+    dynamic_axes: ClassVar[dict] = {}
     #: OpenCV's Caffe importer reads this layer (False: left out of the net handed to it,
     #: as it emits nothing, like Silence)
     opencv_reads: ClassVar[bool] = True
@@ -165,6 +167,18 @@ class LayerType:
         bottom ``bottom`` (a float32 array of ``shape``), or None for the default,
         uniform(-1, 1).  E.g. Embed wants indices below ``input_dim``."""
         return None
+
+    def runtime_shape(self, top: int, first: Optional[Shape]) -> Optional[Shape]:
+        """For a ``runtime_source`` layer: the shape of top ``top`` when the user gives
+        none, knowing the first top's shape (``first``, or None for top 0), or None to
+        ask the user for it."""
+        return None
+
+    def canonical_output(self, top: int, array):
+        """Top ``top``'s values in a form two correct implementations agree on, for the
+        export check's comparison with another runtime (e.g. detections as a sorted set
+        of rows).  Default: as is."""
+        return array
 
     def opencv_caveat(self) -> Optional[str]:
         """Why OpenCV's Caffe importer would compute something else for this layer (so

@@ -99,7 +99,6 @@ class RuntimeData(_GraphInput, LayerType):
     n_bottoms = (0, 0)
     n_tops = (1, None)
     runtime_source = "a database or file list"
-    label_tops = True
 
     def outputs(self, bottoms):  # the net builder supplies shapes from the user
         raise NotImplementedError
@@ -112,6 +111,10 @@ class DatabaseData(RuntimeData):
 
     n_tops = (1, 2)
 
+    def runtime_shape(self, top, first):
+        """A label top (after the data) defaults to ``[N]``."""
+        return (first[0],) if top > 0 and first else None
+
 
 @register("HDF5Data")
 class HDF5Data(RuntimeData):
@@ -119,7 +122,6 @@ class HDF5Data(RuntimeData):
 
     n_tops = (1, None)
     runtime_source = "HDF5 files"
-    label_tops = False
 
 
 @register("Python")
@@ -130,7 +132,6 @@ class Python(RuntimeData):
     n_bottoms = (0, None)
     n_tops = (0, None)
     runtime_source = "a Python module"
-    label_tops = False
 
     def lower(self, ctx):
         if ctx.inputs:

@@ -107,31 +107,40 @@ def ort_session(model_or_path):
 
 
 def opencv_prototxt(net, info: ExportInfo) -> str:
-    """The kept layers of ``net`` as prototxt text for OpenCV's Caffe importer: data
-    layers become ``Input`` layers with their shapes; include/exclude rules, blobs and
-    training-only layers are dropped."""
+    """The exported layers of ``net`` as prototxt text for OpenCV's Caffe importer: data
+    layers become ``Input`` layers of the graph inputs an exported layer reads, with their
+    shapes; include/exclude rules, blobs and left-out layers are dropped; a layer's fork
+    fields (blanked out of the BVLC message when the file was read) are written back into
+    its block, as the fork's file had them."""
     from google.protobuf import text_format
 
     from .. import caffe_pb2
 
-    out = caffe_pb2.NetParameter(name=net.name or "net")
+    blocks = [f'name: "{net.name or "net"}"']
     for i in info.kept_layers:
         layer = net.layers[i]
         if not layer.spec.opencv_reads:
             continue
-        lp = out.layer.add()
+        lp = caffe_pb2.LayerParameter()
         if layer.is_input:
+            used = [(t, s) for t, s in zip(layer.tops, layer.top_shapes) if t in info.inputs]
+            if not used:
+                continue
             lp.name, lp.type = layer.name, "Input"
-            lp.top.extend(layer.tops)
-            for s in layer.top_shapes:
+            for t, s in used:
+                lp.top.append(t)
                 lp.input_param.shape.add().dim.extend(int(d) for d in s)
+            blocks.append("layer {\n" + text_format.MessageToString(lp, indent=2) + "}")
             continue
         lp.CopyFrom(layer.lp)
         del lp.include[:]
         del lp.exclude[:]
         del lp.blobs[:]
         lp.ClearField("phase")
-    return text_format.MessageToString(out)
+        fork = "".join(f"  {name} {value if value[:1] in '{<' else ': ' + value}\n"
+                       for name, value in layer.spec.fork_fields.items() if "." not in name)
+        blocks.append("layer {\n" + text_format.MessageToString(lp, indent=2) + fork + "}")
+    return "\n".join(blocks) + "\n"
 
 
 def _opencv_forward(net, params, info, feeds, caffemodel, workdir):
@@ -214,8 +223,12 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
     got = _run_onnxruntime(report, path if path is not None else model, feeds)
     reference = _opencv_reference(report, net, params, info, feeds, caffemodel) if compare_opencv else None
     for name, y in got.items():
+        _, layer_name, top = info.blob_of[name]
+        spec = net.layer(layer_name).spec
         report.outputs.append(_check_output(report, name, np.asarray(y), info.outputs.get(name, ()),
-                                            None if reference is None else reference.get(name), rtol))
+                                            info.dynamic_axes.get(name, ()),
+                                            None if reference is None else reference.get(name), rtol,
+                                            lambda a: spec.canonical_output(top, a)))
     _explain_overflow(report, net, params)
     report.ok = all(o.ok for o in report.outputs)
     return report
@@ -263,18 +276,22 @@ def _opencv_reference(report, net, params, info, feeds, caffemodel) -> Optional[
     return None
 
 
-def _check_output(report, name, y, expected, ref, rtol) -> OutputCheck:
-    """One output against the net model's shape, finiteness and (``ref``) OpenCV's values."""
+def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical) -> OutputCheck:
+    """One output against the net model's shape (but for its ``dynamic`` axes),
+    finiteness and (``ref``) OpenCV's values, both in their ``canonical`` form."""
     finite = bool(np.all(np.isfinite(y)))
     max_abs = float(np.max(np.abs(y))) if y.size and finite else (float("nan") if not finite else 0.0)
     oc = OutputCheck(name=name, shape=tuple(y.shape), expected_shape=tuple(expected), finite=finite, max_abs=max_abs)
+    if dynamic:  # only the static axes are known in advance
+        if len(y.shape) == len(expected):
+            expected = tuple(y.shape[a] if a in dynamic else d for a, d in enumerate(expected))
     if tuple(y.shape) != tuple(expected):
         oc.ok = False
         report.warnings.append(f"output '{name}' has shape {list(y.shape)}, the net model says {list(expected)}")
     if not finite:
         oc.ok = False
     if ref is not None:
-        ref = np.asarray(ref, dtype=np.float32)
+        y, ref = np.asarray(canonical(y)), np.asarray(canonical(np.asarray(ref, dtype=np.float32)), dtype=np.float32)
         if ref.size == y.size:
             diff = np.abs(ref.reshape(y.shape).astype(np.float64) - y.astype(np.float64))
             scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0

@@ -54,6 +54,8 @@ class ExportInfo:
     inputs: dict = field(default_factory=dict)  # graph input name -> shape
     outputs: dict = field(default_factory=dict)  # graph output name -> shape
     blob_of: dict = field(default_factory=dict)  # graph output name -> (Caffe blob, layer that wrote it, top index)
+    #: graph output name -> axes whose size is known only at run time (declared symbolic)
+    dynamic_axes: dict = field(default_factory=dict)
     external_data: bool = False
     path: Optional[str] = None
     init_bytes: int = 0
@@ -316,12 +318,12 @@ def _declare_outputs(net, builder, info, versions, all_blobs) -> None:
         _rename(builder, versions, renames, final)
     for t in sorted(outputs):
         name, shape, li, j = final[t]
-        _add_output(builder, info, name, shape, t, layers[li].name, j)
+        _add_output(builder, info, name, shape, t, layers[li], j)
     if all_blobs:
         for name, shape, t, li, j in versions.made:
             name = renames.get(name, name)
             if name not in info.outputs and name not in builder.input_shapes:
-                _add_output(builder, info, name, shape, t, layers[li].name, j)
+                _add_output(builder, info, name, shape, t, layers[li], j)
     used = set()
     for node in builder.nodes:
         used.update(node.input)
@@ -354,10 +356,16 @@ def _rename(builder, versions, renames, final) -> None:
         final[t] = (renames.get(name, name), shape, li, j)
 
 
-def _add_output(builder, info, name, shape, blob, layer_name, j) -> None:
-    builder.outputs.append(builder.helper.make_tensor_value_info(name, FLOAT, [int(d) for d in shape]))
+def _add_output(builder, info, name, shape, blob, layer, j) -> None:
+    """A graph output; the axes the layer type says are sized at run time get a symbolic
+    dimension (``<blob>_dim<axis>``)."""
+    dynamic = tuple(layer.spec.dynamic_axes.get(j, ()))
+    dims = [f"{blob}_dim{a}" if a in dynamic else int(d) for a, d in enumerate(shape)]
+    builder.outputs.append(builder.helper.make_tensor_value_info(name, FLOAT, dims))
     info.outputs[name] = tuple(int(d) for d in shape)
-    info.blob_of[name] = (blob, layer_name, j)
+    info.blob_of[name] = (blob, layer.name, j)
+    if dynamic:
+        info.dynamic_axes[name] = dynamic
 
 
 def _assemble(net, builder, info, opset):

@@ -157,6 +157,10 @@ class LoweringContext:
         self._b.add_node(op, inputs, outputs, hint, attrs)
         return outputs[0] if len(outputs) == 1 else list(outputs)
 
+    def identity(self, x: str, out: str) -> str:
+        """Copy tensor ``x`` into ``out`` (a top that is an existing value)."""
+        return self.node("Identity", [x], out)
+
     # ---- weights and constants -------------------------------------------------------
     def param(self, i: int, shape=None) -> str:
         """The initializer holding parameter blob ``i``, viewed with ``shape`` (default:

@@ -276,14 +276,20 @@ class DenseImageData(RuntimeData):
     Tops: the images ``(batch_size, 3 or 1, H, W)`` and the label images
     ``(batch_size, 1, H, W)`` (``H / label_divide_factor`` in ENet's fork), where H x W is
     ``crop_height x crop_width``, else ``new_height x new_width``, else the first image's
-    size: the shapes exist only at run time, so both tops take ``--input`` (e.g.
-    ``--input data=1,3,360,480 --input label=1,1,360,480``).  No blobs; in an ONNX export
+    size: the shapes exist only at run time, so the data takes ``--input`` (e.g.
+    ``--input data=1,3,360,480``); the label follows it unless given.  No blobs; in an ONNX export
     the tops are graph inputs.
     """
 
     origin = "alexgkendall/caffe-segnet: dense_image_data_layer.cpp (DenseImageDataLayer)"
     n_tops = (2, 2)
     runtime_source = "an image and label-image list"
-    #: the label top is (N, 1, H, W), not the [N] of Data's labels: the user gives it
-    label_tops = False
     fork_params = {"dense_image_data_param": DenseImageDataParameter}
+
+    def runtime_shape(self, top, first):
+        """The label image, when not given: ``[N, 1, H / f, W / f]`` for data ``[N, C, H,
+        W]`` (``f`` ENet's ``label_divide_factor``, default 1)."""
+        if top != 1 or not first or len(first) != 4:
+            return None
+        f = max(int(self.fork("dense_image_data_param").label_divide_factor or 1), 1)
+        return (first[0], 1, first[2] // f, first[3] // f)

@@ -321,6 +321,15 @@ class DetectionOutput(LayerType):
     origin = _FORK + "detection_output_layer.cpp"
     fork_params = {"detection_output_param": ssd_pb2.DetectionOutputParameter}
     n_bottoms = (3, 4)
+    #: the number of detections is known only at run time (Caffe reshapes in Forward)
+    dynamic_axes = {0: (2,)}
+
+    def canonical_output(self, top, array):
+        """The detections as a set of rows: OpenCV's all-zero padding rows dropped, rows
+        sorted (OpenCV lists them by score across classes, the fork by label)."""
+        rows = np.asarray(array, dtype=np.float32).reshape(-1, 7)
+        rows = rows[np.any(rows != 0, axis=1)]
+        return rows[np.lexsort(rows.T[::-1])]
 
     def settings(self, bottoms):
         p = self.fork("detection_output_param")
@@ -485,14 +494,19 @@ class AnnotatedData(RuntimeData):
     annotated_data_layer.cpp``: the data shape comes from the database (give it with
     ``--input data=N,C,H,W``).  The fork's label top is ``[1, 1, num_boxes, 8]`` (one
     row ``[item, label, instance, xmin, ymin, xmax, ymax, difficult]`` per box of the
-    batch) for box annotations; like Data's label it defaults here to ``[N]`` unless
-    given (``--input label=1,1,B,8``).  ``annotated_data_param`` and the fork's
+    batch) for box annotations; it defaults here to ``[1, 1, 1, 8]``, the shape the
+    fork's set-up gives it, unless given (``--input label=1,1,B,8``).  ``annotated_data_param`` and the fork's
     augmentation fields of ``transform_param`` (resize, noise, distortion, expansion,
     emit constraint) are read, not used."""
 
     origin = _FORK + "annotated_data_layer.cpp"
     runtime_source = "an annotated database (LMDB)"
     n_tops = (1, 2)
+
+    def runtime_shape(self, top, first):
+        """The label of box annotations as the fork's set-up shapes it, ``[1, 1, 1, 8]``
+        (one row until a batch is read)."""
+        return (1, 1, 1, 8) if top == 1 else None
     fork_params = {"annotated_data_param": ssd_pb2.AnnotatedDataParameter,
                    **{f"TransformationParameter.{f}": None for f in _TRANSFORM_FORK_FIELDS}}
 
