@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # nets
-    "fill_net": "netfill", "FilledNet": "netfill",
+    "fill_net": "netfill", "FilledNet": "netfill", "stream_fill": "stream", "StreamedFill": "stream",
     "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel",
     "export": "onnx", "export_and_check": "onnx",
     "register": "layers",

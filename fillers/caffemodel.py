@@ -54,17 +54,42 @@ SHAPE_DIM = _number(caffe_pb2.BlobShape, "dim")  # 1: packed int64
 MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
 
 
-def _blob_parts(arr: np.ndarray):
-    """(header bytes, data buffer) of one BlobProto: ``shape`` then packed ``data``."""
-    dims = np.shape(arr)
-    data = np.ascontiguousarray(arr, dtype="<f4")  # (at least 1-d)
+def _blob_head(dims) -> bytes:
+    """A BlobProto's bytes up to its packed data: ``shape`` (none for a blob with no
+    axes, as Caffe's ``Blob::ToProto``), then the ``data`` key and length."""
     shape = caffe_pb2.BlobProto()
-    if dims:  # as Caffe's Blob::ToProto: a blob with no axes has no shape message
+    if len(dims):
         shape.shape.dim.extend(int(d) for d in dims)
-    head = shape.SerializeToString()
-    nbytes = data.size * 4
-    head += _key(BLOB_DATA, LEN) + _varint(nbytes)
-    return head, data
+    count = 1
+    for d in dims:
+        count *= int(d)
+    return shape.SerializeToString() + _key(BLOB_DATA, LEN) + _varint(count * 4)
+
+
+def blob_entry_head(dims) -> bytes:
+    """The bytes of a layer's ``blobs`` entry before its float32 data."""
+    head = _blob_head(dims)
+    count = 1
+    for d in dims:
+        count *= int(d)
+    return _key(LAYER_BLOBS, LEN) + _varint(len(head) + count * 4) + head
+
+
+def layer_entry_head(layer, shapes) -> bytes:
+    """The bytes of a net's ``layer`` entry (its LayerParameter without blobs) before
+    its blobs, for blobs of ``shapes`` written after it (:func:`blob_entry_head` and the
+    data of each): the lengths come from the shapes, so blobs can be streamed."""
+    lp = caffe_pb2.LayerParameter()
+    lp.CopyFrom(layer.lp)
+    del lp.blobs[:]
+    lbytes = lp.SerializeToString()
+    total = len(lbytes)
+    for dims in shapes:
+        count = 1
+        for d in dims:
+            count *= int(d)
+        total += len(blob_entry_head(dims)) + count * 4
+    return _key(NET_LAYER, LEN) + _varint(total) + lbytes
 
 
 def layer_params_for_file(net):
@@ -81,33 +106,27 @@ def layer_params_for_file(net):
 def write_caffemodel(path, net, blobs: dict, *, progress=None) -> int:
     """Write ``blobs`` (``{layer name: [arrays]}``) for ``net`` to ``path`` atomically.
 
-    Returns the number of bytes written.
+    Returns the number of bytes written.  (To fill and write in bounded memory, without
+    the arrays, see :func:`fillers.stream.stream_fill`.)
     """
+    from .stream import write_array
+
     head = caffe_pb2.NetParameter(name=net.name or "")
     written = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         b = head.SerializeToString()
         fh.write(b)
         written += len(b)
-        for lp, layer in zip(layer_params_for_file(net), net.layers):
+        for layer in net.layers:
             arrays = blobs.get(layer.name, [])
-            lbytes = lp.SerializeToString()
-            parts = [_blob_parts(a) for a in arrays]
-            blob_entries = []
-            total = len(lbytes)
-            for h, d in parts:
-                size = len(h) + d.size * 4
-                prefix = _key(LAYER_BLOBS, LEN) + _varint(size)
-                blob_entries.append((prefix, h, d))
-                total += len(prefix) + size
-            chunk = _key(NET_LAYER, LEN) + _varint(total) + lbytes
+            shapes = [np.shape(a) for a in arrays]
+            chunk = layer_entry_head(layer, shapes)
             fh.write(chunk)
             written += len(chunk)
-            for prefix, h, d in blob_entries:
-                fh.write(prefix)
+            for a, dims in zip(arrays, shapes):
+                h = blob_entry_head(dims)
                 fh.write(h)
-                fh.write(memoryview(d).cast("B"))
-                written += len(prefix) + len(h) + d.size * 4
+                written += len(h) + write_array(fh, np.asarray(a, dtype="<f4"))
             if progress is not None:
                 progress(layer.name)
     return written
@@ -156,6 +175,23 @@ class TrainedWeights(dict):
         self.filled = list(filled)
         self.ignored = list(ignored)
         self.path = path
+
+    def summary(self, limit: int = 8) -> str:
+        """One line: ``weights: copied N layers from FILE; filled M layers the file
+        lacks: a, b; ignored K layers of the file not in the net: x``."""
+        def names(seq):
+            shown = ", ".join(seq[:limit])
+            return shown + (f" and {len(seq) - limit} more" if len(seq) > limit else "")
+
+        def n(k):
+            return f"{k} layer{'s' if k != 1 else ''}"
+
+        text = f"weights: copied {n(len(self.copied))} from {self.path or 'the given arrays'}"
+        if self.filled:
+            text += f"; filled {n(len(self.filled))} the file lacks: {names(self.filled)}"
+        if self.ignored:
+            text += f"; ignored {n(len(self.ignored))} of the file not in the net: {names(self.ignored)}"
+        return text
 
 
 _MAGIC = [

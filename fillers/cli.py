@@ -300,41 +300,42 @@ def _run(args, parser) -> int:
 
     weight_spec = _weight_filler_spec(args)
     progress = Progress(net.n_params, "filling", enabled=not args.quiet and net.n_params > 10_000_000)
-    t0 = time.perf_counter()
-    filled = net.fill(filler=weight_spec, bias_filler=args.bias_filler, seed=args.seed, rng=args.rng,
-                      caffe_version=args.caffe_version, weights=args.weights, batchnorm=args.batchnorm,
-                      progress=progress)
-    t_fill = time.perf_counter() - t0
-    _warn(filled.warnings)
-    if not args.quiet:
-        print(fill_table(filled))
-        print(f"\n{net.n_params:,} parameters filled in {t_fill:.2f} s (rng {filled.rng}, seed {filled.seed})")
-    written = []
-    if not args.no_caffemodel:
-        out = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".caffemodel"
-        size = filled.save(out)
-        written.append(f"{out} ({size / 2**20:.1f} MiB)")
-        if size >= 2**31 - 1:
-            _warn([f"{out} is larger than 2 GB; Caffe and OpenCV cannot read protobuf messages that large"])
-    if args.npz:
-        filled.save_npz(args.npz)
-        written.append(args.npz)
-    status = 0
-    if args.onnx:
-        from .onnx import export_and_check
+    from .stream import caffemodel_for, stream_fill
 
-        check = True if args.check is None else args.check
-        report = export_and_check(filled, args.onnx, opset=args.opset, check=check, all_blobs=args.all_blobs,
-                                  caffemodel=None if args.no_caffemodel else out)
-        _warn(report.warnings)
+    out = None if args.no_caffemodel else args.output or os.path.splitext(os.path.basename(args.model))[0] + ".caffemodel"
+    written, status = [], 0
+    with caffemodel_for(out, args.onnx) as weights_path:  # streamed: blob by blob, bounded memory
+        filled = stream_fill(net, weights_path, npz=args.npz, filler=weight_spec, bias_filler=args.bias_filler,
+                             seed=args.seed, rng=args.rng, caffe_version=args.caffe_version, weights=args.weights,
+                             batchnorm=args.batchnorm, stats=not args.quiet, progress=progress)
+        _warn(filled.warnings)
         if not args.quiet:
-            print(report.text())
-        written.append(args.onnx)
-        if not report.ok:
-            failed = ", ".join(o.name for o in report.outputs if not o.ok) or "-"
-            print(f"{PROG}: error: the check of {args.onnx} failed (outputs: {failed}); see the warnings above",
-                  file=sys.stderr)
-            status = 1
+            print(fill_table(filled))
+            if args.weights:
+                print("\n" + filled.trained.summary())
+            print(f"\n{net.n_params:,} parameters filled in {filled.seconds:.2f} s (rng {filled.rng}, seed {filled.seed})")
+        if out is not None:
+            size = filled.sizes["caffemodel"]
+            written.append(f"{out} ({size / 2**20:.1f} MiB)")
+            if size >= 2**31 - 1:
+                _warn([f"{out} is larger than 2 GB; Caffe and OpenCV cannot read protobuf messages that large"])
+        if args.npz:
+            written.append(args.npz)
+        if args.onnx:
+            from .onnx import export_and_check
+
+            check = True if args.check is None else args.check
+            report = export_and_check((net, filled.params()), args.onnx, opset=args.opset, check=check,
+                                      all_blobs=args.all_blobs, caffemodel=weights_path)
+            _warn(report.warnings)
+            if not args.quiet:
+                print(report.text())
+            written.append(args.onnx)
+            if not report.ok:
+                failed = ", ".join(o.name for o in report.outputs if not o.ok) or "-"
+                print(f"{PROG}: error: the check of {args.onnx} failed (outputs: {failed}); see the warnings above",
+                      file=sys.stderr)
+                status = 1
     if not args.quiet and written:
         print("wrote " + ", ".join(written))
     return status

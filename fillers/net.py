@@ -102,6 +102,12 @@ class Net:
 
         return fill_net(self, **options)
 
+    def fill_to(self, caffemodel=None, **options):
+        """Fill and write blob by blob in bounded memory; see :func:`fillers.stream.stream_fill`."""
+        from .stream import stream_fill
+
+        return stream_fill(self, caffemodel, **options)
+
 
 def parse_input_shapes(specs) -> dict:
     """``["data=1,3,224,224", ...]`` (or a dict) to ``{"data": (1, 3, 224, 224)}``."""

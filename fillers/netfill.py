@@ -10,6 +10,7 @@ default) the same fillers draw from numpy's PCG64.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -62,6 +63,17 @@ class FilledNet:
     ``params[layer name]`` lists the layer's arrays in Caffe's order (pycaffe's
     ``net.params``); a shared blob is the same array object as its owner's.  (The net's
     activations are ``net.blobs``; ``FilledNet.blobs`` is kept as an alias of ``params``.)
+
+    Cost: every blob is held in memory at once, 4 bytes per parameter (VGG-16: 528 MiB),
+    and :meth:`save` / :meth:`to_onnx` write from these arrays.  To fill and write a
+    large net in bounded memory (a few chunks of 4 MiB, whatever the net's size), stream
+    it to the file instead: :func:`fillers.stream_fill` (``net.fill_to(path, ...)``, the
+    same options and the same numbers), as ``fill-net`` does; its result exports to ONNX
+    from the written file, memory-mapped.  :func:`fill_net` refuses a net whose arrays
+    would not fit in the memory available.
+
+    ``trained`` is the report of ``weights=`` (:class:`fillers.caffemodel.TrainedWeights`:
+    ``copied``, ``filled``, ``ignored`` layer names, ``path``), or None.
     """
 
     net: object
@@ -70,6 +82,7 @@ class FilledNet:
     seed: Optional[int] = None
     rng: str = "fast"
     warnings: list = field(default_factory=list)
+    trained: object = None
 
     @property
     def blobs(self) -> dict:
@@ -135,6 +148,55 @@ def _override(spec, flag):
         raise UsageError(f"{flag} {spec if isinstance(spec, str) else ''}: {exc}".replace("  ", " ")) from None
 
 
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None
+    when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits(net, trained) -> None:
+    """Refuse up front a fill whose arrays would not fit in the available memory."""
+    need = sum(p.count for l in net.layers if l.name not in trained
+               for p, o in zip(l.params, l.owners) if o is None) * 4
+    have = available_memory()
+    if have is not None and need > have:
+        raise UsageError(f"the filled net would take {need / 2**30:.1f} GiB in memory and only {have / 2**30:.1f} GiB "
+                         "are available: stream it to a file instead, blob by blob in bounded memory, with "
+                         "fillers.stream_fill(net, 'out.caffemodel') (or net.fill_to('out.caffemodel')), or on "
+                         "the command line fill-net NET -o OUT.caffemodel")
+
+
+def unknown_filler_warnings(net, overrides) -> list:
+    """A warning per layer whose own filler type is unknown but replaced by ``--filler``
+    / ``--bias-filler`` (without the replacement the fill is an error naming the layer)."""
+    from .init import FILLERS
+
+    flags = {WEIGHT: "--filler", BIAS: "--bias-filler"}
+    out = []
+    for layer in net.layers:
+        seen = []
+        for pb in layer.params:
+            fp = pb.filler
+            kind = getattr(fp, "type", None) if not isinstance(fp, dict) else fp.get("type")
+            if fp is None or overrides.get(pb.role) is None or kind is None or kind in FILLERS:
+                continue
+            if (kind, pb.role) not in seen:
+                seen.append((kind, pb.role))
+                out.append(f"layer '{layer.name}' ({layer.type}): its {pb.name} filler type '{kind}' is unknown; "
+                           f"replaced by {flags[pb.role]}")
+    return out
+
+
 def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe_version="master",
              weights=None, batchnorm="caffe", progress: Optional[Callable] = None) -> FilledNet:
     """Fill every parameter blob of ``net`` as Caffe would.
@@ -157,6 +219,10 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         batchnorm: ``"caffe"`` (fresh statistics 0/0/0, as Caffe; a warning names the
             layers) or ``"identity"`` (mean 0, variance 1, factor 1).
         progress: called as ``progress(done_values, total_values, layer_name)``.
+
+    Every array is held in memory (see :class:`FilledNet`); a net whose arrays would not
+    fit in the available memory is refused with a :class:`~fillers.errors.UsageError`
+    naming the streaming alternative, :func:`fillers.stream.stream_fill`.
     """
     if caffe_version not in CAFFE_VERSIONS:
         raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
@@ -166,9 +232,10 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     stream = _stream(rng, seed)
     seed = getattr(stream, "seed", seed)
     trained = _load_weights(weights, net)
+    _check_fits(net, trained)
     blobs: dict = {}
     records: list = []
-    warnings: list = []
+    warnings: list = unknown_filler_warnings(net, overrides)
     fresh: dict = {}  # note -> [(layer name, type)]
     total = max(net.n_params, 1)
     done = 0
@@ -237,7 +304,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
         r.array = blobs[r.layer][r.index]
     return FilledNet(net=net, params=blobs, records=records, seed=seed,
-                     rng="caffe" if draw_everything else "fast", warnings=warnings)
+                     rng="caffe" if draw_everything else "fast", warnings=warnings, trained=trained)
 
 
 def _fix_shared_after_weights(net, blobs):

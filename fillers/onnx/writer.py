@@ -12,6 +12,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ExportError
+from ..stream import write_array
 from ..wire import key as _key, varint as _varint
 from .lowering import FLOAT
 
@@ -79,7 +80,7 @@ def _stream(fh, model, tensors) -> int:
     for prefix, array in parts:
         fh.write(prefix)
         if array.nbytes:
-            fh.write(array.reshape(-1).view(np.uint8))
+            write_array(fh, array)  # in chunks; a mapped file's pages are given back as they go
     return len(head) + total
 
 
@@ -136,7 +137,7 @@ def write_model(model, tensors, path, *, external: bool) -> str:
                 if pad:
                     fh.write(b"\0" * pad)
                     offset += pad
-                fh.write(array.reshape(-1).view(np.uint8))
+                write_array(fh, array)
                 t = ext.graph.initializer.add()
                 t.CopyFrom(_tensor_header(name, array))
                 t.data_location = onnx.TensorProto.EXTERNAL
