@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog=PROG, description=DESCRIPTION, epilog=epilog(),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", help="the net: a .prototxt (V2 or V1) or a solver with net_param")
+    p.add_argument("model", nargs="*", help="the net: a .prototxt (V2 or V1) or a solver with net_param; several "
+                                            "nets or a folder (every *.prototxt below it): a zoo run, see below")
     net = p.add_argument_group("reading the net")
     net.add_argument("--phase", choices=["TRAIN", "TEST"], default="TEST",
                      help="the phase for include/exclude rules (default: TEST, as a deploy net)")
@@ -150,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy these blobs by layer name (Caffe's shape checks) and fill the rest")
     fill.add_argument("--batchnorm", choices=list(BATCHNORM_MODES), default="caffe",
                       help="fresh BatchNorm statistics: caffe (0/0/0, gain 1/sqrt(eps)) or identity")
+    zoo = p.add_argument_group("several models (a zoo run)", "the same options for every model; the outputs go to "
+                               "--out-dir, named by -o/--npz/--onnx with {name} (default -o {name}.caffemodel); a "
+                               "line per model on stderr, a summary table (--json: the results as JSON) on stdout; "
+                               "exit status 1 if any model failed")
+    zoo.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="models run at a time, each in its own "
+                                                                            "process (default 1)")
+    zoo.add_argument("--out-dir", metavar="DIR", help="where a zoo run writes (default: here)")
     ox = p.add_argument_group("ONNX")
     ox.add_argument("--onnx", metavar="OUT.onnx", help="export the filled net to ONNX")
     ox.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 13)")
@@ -281,6 +289,13 @@ def _run(args, parser) -> int:
 
     for spec in args.plugin:
         load_plugin(spec)
+    if len(args.model) > 1 or (args.model and os.path.isdir(args.model[0])):
+        from .zoo import main_zoo
+
+        if args.dry_run:
+            raise UsageError("--dry-run takes one model")
+        return main_zoo(args, args.model)
+    args.model = args.model[0] if args.model else None
 
     if args.list_layers:
         print(layer_list())
