@@ -211,32 +211,37 @@ def fill_table(filled) -> str:
 
 
 class Progress:
-    """A progress bar on stderr for long fills (a line per 10% when stderr is no terminal)."""
+    """A progress bar on stderr for long work, drawn only when stderr is a terminal
+    (quiet when piped or redirected, and under -q)."""
 
     def __init__(self, total, label, stream=None, enabled=True):
         self.total = max(total, 1)
         self.label = label
         self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = self.stream.isatty()
+        self.tty = _isatty(self.stream)
+        self.enabled = enabled and self.tty
         self.last = -1
 
     def __call__(self, done, total=None, what=""):
         if not self.enabled:
             return
-        frac = min(done / self.total, 1.0)
-        step = int(frac * (50 if self.tty else 10))
+        frac = min(done / max(total or self.total, 1), 1.0)
+        step = int(frac * 200)
         if step == self.last:
             return
         self.last = step
-        if self.tty:
-            bar = "#" * int(frac * 30)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% {what[:30]:<30}")
-            if frac >= 1.0:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"{self.label}: {frac * 100:.0f}%\n")
+        bar = "#" * int(frac * 30)
+        self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% {what[:30]:<30}")
+        if frac >= 1.0:
+            self.stream.write("\n")
         self.stream.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 #: FillerParameter fields that have a flag of their own (--variance-norm, --std ...)
@@ -263,9 +268,9 @@ def main(argv=None) -> int:
     except FillersError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP during a write (fillers.atomic)
         print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     except MemoryError:
         print(f"{PROG}: error: out of memory", file=sys.stderr)
         return 1
@@ -338,10 +343,12 @@ def _run(args, parser) -> int:
             written.append(args.npz)
         if args.onnx:
             from .onnx import export_and_check
+            from .onnx.writer import reporting
 
             check = True if args.check is None else args.check
-            report = export_and_check((net, filled.params()), args.onnx, opset=args.opset, check=check,
-                                      all_blobs=args.all_blobs, caffemodel=weights_path)
+            with reporting(Progress(1, "ONNX export", enabled=not args.quiet and net.n_params > 10_000_000)):
+                report = export_and_check((net, filled.params()), args.onnx, opset=args.opset, check=check,
+                                          all_blobs=args.all_blobs, caffemodel=weights_path)
             _warn(report.warnings)
             if not args.quiet:
                 print(report.text())

@@ -401,14 +401,19 @@ def caffemodel_for(path, onnx=None):
         return
     import tempfile
 
+    from .atomic import signals_raise
+
     directory = os.path.dirname(os.path.abspath(os.fspath(onnx)))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-weights.caffemodel", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    with signals_raise():  # SIGTERM too removes it
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-weights.caffemodel", dir=directory)
+            os.close(fd)
+            yield tmp
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 # ---- the fill ---------------------------------------------------------------------------

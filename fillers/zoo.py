@@ -161,7 +161,7 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
                                           all_blobs=options.all_blobs, caffemodel=weights_path)
                 res.warnings += report.warnings
                 res.outputs.append(onnx)
-                res.reference = report.reference or ("shapes and finiteness" if report.checked else "")
+                res.reference = report.reference or ("shapes and finiteness only" if report.checked else "")
                 errs = [o.max_rel_err for o in report.outputs if o.max_rel_err is not None]
                 res.worst_rel_err = max(errs) if errs else None
                 if not report.ok:
@@ -185,6 +185,9 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
 
 
 def _child(conn, path, name, options, out_dir):
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         res = run_model(path, name, options, out_dir)
     except KeyboardInterrupt:
@@ -215,6 +218,13 @@ def run_zoo(models, options: ZooOptions, *, jobs: int = 1, out_dir=".",
         for i, (path, name) in enumerate(models):
             finish(i, run_model(path, name, options, out_dir))
         return results
+    from .atomic import signals_raise
+
+    with signals_raise():  # SIGTERM: stop the running models (they remove their temporary files)
+        return _run_parallel(models, options, jobs, out_dir, finish, results)
+
+
+def _run_parallel(models, options, jobs, out_dir, finish, results):
     import multiprocessing as mp
     from multiprocessing.connection import wait
 

@@ -4,13 +4,14 @@ data beyond protobuf's 2 GB, atomically, and checked with onnx's full checker.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, directory_lock, signals_raise
 from ..errors import ExportError
 from ..stream import write_array
 from ..wire import key as _key, varint as _varint
@@ -24,6 +25,40 @@ _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
 _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
 _LENGTH_DELIMITED = 2
+
+
+#: called as ``progress(done bytes, total bytes, tensor name)`` while weights are written
+#: (set with :func:`reporting`)
+_progress = None
+
+
+@contextlib.contextmanager
+def reporting(progress):
+    """While inside, the weights written by :func:`write_model` report their progress to
+    ``progress(done_bytes, total_bytes, name)`` (the command line's progress bar)."""
+    global _progress
+    before, _progress = _progress, progress
+    try:
+        yield
+    finally:
+        _progress = before
+
+
+class _Meter:
+    def __init__(self, tensors):
+        self.total = sum(a.nbytes for _, a in tensors)
+        self.done = 0
+
+    def write(self, fh, name, array):
+        if _progress is None:
+            write_array(fh, array)
+            return
+        from ..stream import array_chunks
+
+        for piece in array_chunks(array):
+            fh.write(piece)
+            self.done += piece.size
+            _progress(self.done, self.total, name)
 
 
 def _dtype_to_onnx(dtype) -> int:
@@ -77,10 +112,11 @@ def _stream(fh, model, tensors) -> int:
     head = rest.SerializeToString() + _key(_MODEL_GRAPH, _LENGTH_DELIMITED) + _varint(total)
     fh.write(head)
     fh.write(graph_bytes)
-    for prefix, array in parts:
+    meter = _Meter(tensors)
+    for (prefix, array), (name, _) in zip(parts, tensors):
         fh.write(prefix)
         if array.nbytes:
-            write_array(fh, array)  # in chunks; a mapped file's pages are given back as they go
+            meter.write(fh, name, array)  # in chunks; a mapped file's pages are given back as they go
     return len(head) + total
 
 
@@ -120,6 +156,16 @@ def write_model(model, tensors, path, *, external: bool) -> str:
         return path
     import onnx
 
+    with signals_raise():  # SIGTERM too removes the temporary folder
+        return _write_external(model, tensors, path, directory)
+
+
+def _write_external(model, tensors, path, directory) -> str:
+    """The model and its weights file, written in a temporary folder beside ``path`` and
+    moved into place together (under a lock on the folder, so two writers of the same
+    model never leave one's model with the other's data)."""
+    import onnx
+
     base = os.path.basename(path)
     location = base + ".data"
     tmpdir = tempfile.mkdtemp(prefix=".tmp-onnx-", dir=directory)
@@ -127,6 +173,7 @@ def write_model(model, tensors, path, *, external: bool) -> str:
         small = []
         ext = onnx.ModelProto()
         ext.CopyFrom(model)
+        meter = _Meter(tensors)
         with open(os.path.join(tmpdir, location), "wb") as fh:
             offset = 0
             for name, array in tensors:
@@ -137,7 +184,7 @@ def write_model(model, tensors, path, *, external: bool) -> str:
                 if pad:
                     fh.write(b"\0" * pad)
                     offset += pad
-                write_array(fh, array)
+                meter.write(fh, name, array)
                 t = ext.graph.initializer.add()
                 t.CopyFrom(_tensor_header(name, array))
                 t.data_location = onnx.TensorProto.EXTERNAL
@@ -150,8 +197,9 @@ def write_model(model, tensors, path, *, external: bool) -> str:
         with open(tmp_model, "wb") as fh:
             fh.write(ext.SerializeToString())
         check_model(None, tmp_model)
-        os.replace(os.path.join(tmpdir, location), os.path.join(directory, location))
-        os.replace(tmp_model, path)
+        with directory_lock(directory):
+            os.replace(os.path.join(tmpdir, location), os.path.join(directory, location))
+            os.replace(tmp_model, path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path
