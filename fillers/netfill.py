@@ -193,7 +193,7 @@ def unknown_filler_warnings(net, overrides) -> list:
             if (kind, pb.role) not in seen:
                 seen.append((kind, pb.role))
                 out.append(f"layer '{layer.name}' ({layer.type}): its {pb.name} filler type '{kind}' is unknown; "
-                           f"replaced by {flags[pb.role]}")
+                           f"replaced by {flags[pb.role]} {describe(overrides[pb.role])}")
     return out
 
 

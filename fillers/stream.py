@@ -121,25 +121,31 @@ def write_array(fh, a: np.ndarray) -> int:
 # ---- statistics on the fly --------------------------------------------------------------
 
 class RunningStats:
-    """Mean and population std of values seen a chunk at a time (Chan's combination of
-    per-chunk mean and sum of squared deviations, in float64; a near-constant chunk is
-    measured exactly)."""
+    """Mean and population std of values seen a chunk at a time: per chunk, the float32
+    mean and the sum of squared deviations from it (a centred float32 dot product, so a
+    large mean costs no precision), combined across chunks in float64 (Chan et al.)."""
 
-    __slots__ = ("n", "mean", "m2")
+    __slots__ = ("n", "mean", "m2", "_buf")
 
     def __init__(self):
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self._buf = None
 
     def add(self, x: np.ndarray) -> None:
         k = x.size
         if k == 0:
             return
         x = x.reshape(-1)
-        m = float(np.add.reduce(x, dtype=_F32)) / k
-        m2 = max(float(np.dot(x, x)) - k * m * m, 0.0)
-        if m2 <= 1e-6 * k * m * m:  # float32 cancellation would show as noise: exactly
-            m = float(np.mean(x, dtype=np.float64))
-            m2 = float(np.var(x, dtype=np.float64)) * k
+        if x.dtype != _F32:
+            x = x.astype(_F32)
+        m = float(np.add.reduce(x, dtype=np.float64 if k < 4096 else _F32)) / k
+        if self._buf is None or self._buf.size < k:
+            self._buf = np.empty(max(k, CHUNK), _F32)
+        d = self._buf[:k]
+        np.subtract(x, _F32(m), out=d)
+        r = float(np.add.reduce(d, dtype=_F32)) / k  # what rounding m to float32 left over
+        m2 = max(float(np.dot(d, d)) - k * r * r, 0.0)
+        m += r
         n = self.n + k
         delta = m - self.mean
         self.mean += delta * k / n
@@ -556,8 +562,12 @@ class _Filler:
             src = _Source("draw", tuple(pb.shape), fp=fp, plan=self._plan(layer, pb.shape, fp, idx))
             kept = keep and not from_weights and self.final_override.get((li, idx)) is None
             ops.append((idx, src, kept))
+            try:
+                text = describe(fp)
+            except ValueError as exc:
+                raise self._error(layer, idx, pb.shape, exc) from None
             if keep:
-                descs[idx] = describe(fp)
+                descs[idx] = text
                 if kept:
                     sources[idx] = src
         for j, owner in enumerate(layer.owners):
