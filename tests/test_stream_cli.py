@@ -206,3 +206,25 @@ def test_unknown_filler_replaced_by_filler_warns(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: layer 'conv' (Convolution): its weights filler type 'lsuv_magic' is unknown; " \
            "replaced by --filler xavier" in err
+
+
+# ---- a net input that is a net output -----------------------------------------------------
+
+def test_unused_input_top_is_an_onnx_output(tmp_path):
+    """Caffe's outputs are the blobs no layer consumes, an Input top too (an unused
+    label): the export declares it as graph input and output at once, which onnx's
+    checker, onnxruntime and the OpenCV comparison accept."""
+    from fillers import load
+    from fillers.onnx import export_and_check
+
+    text = ('layer { name: "in" type: "Input" top: "data" top: "label" '
+            'input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 } } }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            'convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }\n')
+    net = load("n.prototxt", text=text)
+    assert net.outputs == ["conv", "label"]
+    report = export_and_check(net.fill(seed=1), tmp_path / "n.onnx")
+    assert report.ok and report.warnings == []
+    assert list(report.info.outputs) == ["conv", "label"] and list(report.info.inputs) == ["data", "label"]
+    label = next(o for o in report.outputs if o.name == "label")
+    assert label.max_abs_err == 0.0  # onnxruntime passes the fed values through, as OpenCV's reference

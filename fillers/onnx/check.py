@@ -123,7 +123,7 @@ def opencv_prototxt(net, info: ExportInfo) -> str:
             continue
         lp = caffe_pb2.LayerParameter()
         if layer.is_input:
-            used = [(t, s) for t, s in zip(layer.tops, layer.top_shapes) if t in info.inputs]
+            used = [(t, s) for t, s in zip(layer.tops, layer.top_shapes) if t in info.inputs and not _passed(t, info)]
             if not used:
                 continue
             lp.name, lp.type = layer.name, "Input"
@@ -172,14 +172,24 @@ def _opencv_run(cv2, net, info, feeds, proto, caffemodel):
     cvnet.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cvnet.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     for name, value in feeds.items():
-        cvnet.setInput(value, name)
+        if not _passed(name, info):
+            cvnet.setInput(value, name)
     wanted, names = [], []
+    passed = {}  # outputs that are graph inputs (an unused Input top): their values are the feeds
     for out_name in info.outputs:
+        if _passed(out_name, info):
+            passed[out_name] = np.asarray(feeds[out_name])
+            continue
         blob, lname, j = info.blob_of[out_name]
         wanted.append(out_name)
         names.append(lname if j == 0 else f"{lname}.{j}")
-    results = cvnet.forward(names)
-    return {w: np.asarray(r) for w, r in zip(wanted, results)}
+    results = cvnet.forward(names) if names else []
+    return {**{w: np.asarray(r) for w, r in zip(wanted, results)}, **passed}
+
+
+def _passed(name, info) -> bool:
+    """A graph input that is an output and feeds no exported layer (an unused Input top)."""
+    return name in info.inputs and name in info.outputs and name not in info.consumers
 
 
 def _opencv_reason(exc) -> str:

@@ -19,7 +19,9 @@ module walks the net in named steps (:func:`export_with_info`), hands every laye
   whose lowering calls ``ctx.leave_out(reason)`` (fork layers ONNX cannot express
   exactly), and the layers that need their tops.  A note names them; a blob that only they
   consumed becomes an output.
-* **Outputs** are the blobs no exported layer consumes (Caffe's rule), with their shapes.
+* **Outputs** are the blobs no exported layer consumes (Caffe's rule), with their shapes;
+  a net input is one only where Caffe's net has it as an output (an ``Input`` top no
+  layer consumes, such as an unused ``label``): a graph input and output at once.
 
 Every layer type without a lowering (or whose lowering raises ``NoLowering``) is
 collected and reported in one :class:`~fillers.errors.ExportError`.
@@ -304,7 +306,11 @@ def _declare_outputs(net, builder, info, versions, all_blobs) -> None:
         for j, x in enumerate(layers[i].bottoms):
             info.consumers.setdefault(x, []).append((layers[i].type, j, layers[i].name))
     final = {t: (name, shape, li, j) for name, shape, t, li, j in versions.made}
-    outputs = [t for t, (name, *_) in final.items() if name not in versions.read and versions.input_of.get(t) != name]
+    # a graph input is an output only when it is one of Caffe's (an Input top no layer of
+    # the net consumes, e.g. an unused label): then it is both, under the blob's name
+    net_outputs = set(net.outputs)
+    outputs = [t for t, (name, *_) in final.items() if name not in versions.read
+               and (versions.input_of.get(t) != name or t in net_outputs)]
     renames = {}
     for t, (name, *_) in final.items():  # the last version of every blob takes the blob's name
         if name == t:
