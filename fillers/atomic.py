@@ -99,6 +99,13 @@ def atomic_path(path):
             raise
 
 
+def open_new(tmp):
+    """Open the (new, empty) temporary file of :func:`atomic_path` for writing, without
+    truncating it: ext4 flushes a file truncated to zero when it is closed (its
+    ``auto_da_alloc`` heuristic), a tenth of a second per 500 MB spent waiting."""
+    return open(tmp, "r+b")
+
+
 @contextlib.contextmanager
 def directory_lock(directory):
     """Hold an exclusive lock on a folder (``flock`` on the folder itself, no lock file)

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from . import caffe_pb2
-from .atomic import atomic_path
+from .atomic import atomic_path, open_new
 from .errors import ParseError
 from .wire import I32, I64, LEN, VARINT, WireError, fields as _fields, key as _key, \
     read_varint as _read_varint, signed64 as _signed64, varint as _varint
@@ -113,7 +113,7 @@ def write_caffemodel(path, net, blobs: dict, *, progress=None) -> int:
 
     head = caffe_pb2.NetParameter(name=net.name or "")
     written = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open_new(tmp) as fh:
         b = head.SerializeToString()
         fh.write(b)
         written += len(b)

@@ -97,10 +97,10 @@ class FilledNet:
 
     def save_npz(self, path) -> None:
         """Write an .npz with keys ``<layer>/<blob index>`` (atomically)."""
-        from .atomic import atomic_path
+        from .atomic import atomic_path, open_new
 
         arrays = {f"{l}/{i}": a for l, arrs in self.params.items() for i, a in enumerate(arrs)}
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open_new(tmp) as fh:
             np.savez(fh, **arrays)
 
     def to_onnx(self, path=None, **options):

@@ -42,8 +42,10 @@ from .init import describe, fill as fill_blob, filler_params
 from .layers.base import BIAS, WEIGHT, LayerType
 from .rng import CaffeRNG, FastRNG
 
-#: float32 values per chunk (4 MiB); tests patch it smaller
-CHUNK = 1 << 20
+#: float32 values per chunk (1 MiB); tests patch it smaller
+CHUNK = 1 << 18
+#: chunks queued for the writer thread (see :class:`AsyncFile`); 0 writes in the caller
+WRITE_QUEUE = 4
 
 _F32 = np.float32
 
@@ -116,6 +118,85 @@ def write_array(fh, a: np.ndarray) -> int:
         fh.write(piece)
         n += piece.size
     return n
+
+
+class AsyncFile:
+    """A binary file whose writes happen in a thread of their own, so drawing the next
+    chunk overlaps writing the last one (numpy and the file system release the GIL).
+
+    At most ``depth`` writes wait in the queue (bounded memory); the buffers handed to
+    :meth:`write` must not change afterwards (the streaming fill's chunks never do).
+    ``tell``, ``seek`` and ``flush`` wait for the queue first, so the file behaves as a
+    plain one (zipfile seeks back to finish its entries).  An error of the writer is
+    raised in the caller at its next call."""
+
+    def __init__(self, fh, depth=None):
+        import queue
+        import threading
+
+        self.fh = fh
+        self._error = None
+        self._queue = queue.Queue(maxsize=max(1, depth or WRITE_QUEUE))
+        self._thread = threading.Thread(target=self._run, name="fillers-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self.fh.write(item)
+            except BaseException as exc:  # kept for the caller
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _check(self):
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def write(self, data):
+        self._check()
+        self._queue.put(data)
+        return len(data) if isinstance(data, (bytes, bytearray)) else memoryview(data).nbytes
+
+    def drain(self):
+        self._queue.join()
+        self._check()
+
+    def flush(self):
+        self.drain()
+        self.fh.flush()
+
+    def tell(self):
+        self.drain()
+        return self.fh.tell()
+
+    def seek(self, *args):
+        self.drain()
+        return self.fh.seek(*args)
+
+    def seekable(self):
+        return self.fh.seekable()
+
+    def close(self, failed=False):
+        """Stop the thread: after the queued writes (``failed``: dropping them)."""
+        if self._thread.is_alive():
+            if failed:
+                self._error = self._error or RuntimeError("closed")
+            self._queue.put(None)
+            self._thread.join()
+        if not failed:
+            self._check()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
 
 
 # ---- statistics on the fly --------------------------------------------------------------
@@ -438,7 +519,7 @@ def stream_fill(net, caffemodel=None, *, npz=None, filler=None, bias_filler=None
     Returns a :class:`StreamedFill` (no arrays; ``.params()`` maps the written
     .caffemodel back, ``.to_onnx(path)`` exports from it).
     """
-    from .atomic import atomic_path
+    from .atomic import atomic_path, open_new
     from .netfill import BATCHNORM_MODES, BlobRecord, _check_trained, _load_weights, _override, _stream, \
         unknown_filler_warnings
 
@@ -461,13 +542,15 @@ def stream_fill(net, caffemodel=None, *, npz=None, filler=None, bias_filler=None
     filler_state = _Filler(net, stream, overrides, trained, caffe_version, batchnorm, stats, progress)
     with contextlib.ExitStack() as stack:
         sinks = []
+        def output(path):  # the file, written by a thread of its own; closed before the rename
+            tmp = stack.enter_context(atomic_path(path))
+            fh = stack.enter_context(open_new(tmp))
+            return stack.enter_context(AsyncFile(fh)) if WRITE_QUEUE else fh
+
         if caffemodel is not None:
-            tmp = stack.enter_context(atomic_path(caffemodel))
-            sinks.append(_CaffemodelSink(stack.enter_context(open(tmp, "wb")), net))
+            sinks.append(_CaffemodelSink(output(caffemodel), net))
         if npz is not None:
-            tmp = stack.enter_context(atomic_path(npz))
-            fh = stack.enter_context(open(tmp, "wb"))
-            sinks.append(stack.enter_context(_NpzSink(fh)))  # closed before the file is renamed
+            sinks.append(stack.enter_context(_NpzSink(output(npz))))
         filler_state.run(sinks, BlobRecord)
     if caffemodel is not None:
         result.sizes["caffemodel"] = sinks[0].written

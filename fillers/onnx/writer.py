@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from ..atomic import atomic_path, directory_lock, signals_raise
+from ..atomic import atomic_path, directory_lock, open_new, signals_raise
 from ..errors import ExportError
 from ..stream import write_array
 from ..wire import key as _key, varint as _varint
@@ -147,7 +147,7 @@ def write_model(model, tensors, path, *, external: bool) -> str:
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not external:
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
+            with open_new(tmp) as fh:
                 size = _stream(fh, model, tensors)
             if size <= CHECK_FILE_LIMIT:
                 check_model(None, tmp)
