@@ -433,7 +433,10 @@ def test_dense_image_data_takes_its_shapes_from_input(tmp_path):
     assert net.inputs == ["data", "label"] and net.blobs["label"] == (2, 1, 8, 6)
     assert not net.warnings
     report = export_and_check(net.fill(seed=0))
-    assert report.ok and list(report.info.inputs) == ["data"]
+    # issue 10: the unused label top is one of Caffe's outputs (net.outputs), so the export
+    # declares it as a graph input and output at once (it was left out before)
+    assert "label" in net.outputs
+    assert report.ok and list(report.info.inputs) == ["data", "label"] and "label" in report.info.outputs
 
 
 def test_list_layers_shows_the_forks(capsys):
