@@ -347,7 +347,7 @@ def _run(args, parser) -> int:
 
             check = True if args.check is None else args.check
             with reporting(Progress(1, "ONNX export", enabled=not args.quiet and net.n_params > 10_000_000)):
-                report = export_and_check((net, filled.params()), args.onnx, opset=args.opset, check=check,
+                report = export_and_check((net, filled.params), args.onnx, opset=args.opset, check=check,
                                           all_blobs=args.all_blobs, caffemodel=weights_path)
             _warn(report.warnings)
             if not args.quiet:

@@ -458,15 +458,26 @@ class StreamedFill:
     npz: Optional[str] = None
     sizes: dict = field(default_factory=dict)
     seconds: float = 0.0
+    _params: object = field(default=None, repr=False)
 
+    @property
     def params(self):
         """The written weights read back memory-mapped (``{layer: [read-only arrays]}``,
-        :func:`fillers.caffemodel.read_caffemodel`): what the ONNX export takes."""
-        if not self.caffemodel:
-            raise UsageError("no .caffemodel was written: give stream_fill a caffemodel path to read the weights back")
-        from .caffemodel import read_caffemodel
+        :func:`fillers.caffemodel.read_caffemodel`), as :attr:`FilledNet.params` gives
+        them in memory: what the ONNX export takes.  Needs the .caffemodel."""
+        if self._params is None:
+            if not self.caffemodel:
+                raise UsageError("no .caffemodel was written: give stream_fill a caffemodel path to read the weights "
+                                 "back")
+            from .caffemodel import read_caffemodel
 
-        return read_caffemodel(self.caffemodel)
+            self._params = read_caffemodel(self.caffemodel)
+        return self._params
+
+    @property
+    def blobs(self):
+        """Alias of :attr:`params` (as FilledNet's)."""
+        return self.params
 
     def to_onnx(self, path, **options):
         """Export to ONNX from the written .caffemodel, mapped (bounded memory); options
@@ -475,7 +486,7 @@ class StreamedFill:
 
         options.setdefault("check", False)
         options.setdefault("caffemodel", self.caffemodel)
-        return export_and_check((self.net, self.params()), path, **options)
+        return export_and_check((self.net, self.params), path, **options)
 
 
 @contextlib.contextmanager
@@ -516,7 +527,7 @@ def stream_fill(net, caffemodel=None, *, npz=None, filler=None, bias_filler=None
 
     ``stats`` computes each blob's mean and std on the way (for the table); ``progress``
     is called as ``progress(done_values, total_values, layer_name)`` after every chunk.
-    Returns a :class:`StreamedFill` (no arrays; ``.params()`` maps the written
+    Returns a :class:`StreamedFill` (no arrays in memory; ``.params`` maps the written
     .caffemodel back, ``.to_onnx(path)`` exports from it).
     """
     from .atomic import atomic_path, open_new

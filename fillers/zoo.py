@@ -157,7 +157,7 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
             if onnx is not None:
                 from .onnx import export_and_check
 
-                report = export_and_check((net, filled.params()), onnx, opset=options.opset, check=options.check,
+                report = export_and_check((net, filled.params), onnx, opset=options.opset, check=options.check,
                                           all_blobs=options.all_blobs, caffemodel=weights_path)
                 res.warnings += report.warnings
                 res.outputs.append(onnx)

@@ -189,7 +189,7 @@ def test_fill_to_and_export(tmp_path):
     assert res.sizes["caffemodel"] == (tmp_path / "w.caffemodel").stat().st_size
     report = res.to_onnx(tmp_path / "w.onnx", check=True)
     assert report.ok
-    params = res.params()
+    params = res.params
     assert params["fc1"][0].shape == (1000, 1000) and not params["fc1"][0].flags.writeable
 
 
