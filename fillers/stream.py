@@ -759,11 +759,11 @@ class _Filler:
 
     def _write_blob(self, li, layer, j, src, sinks):
         if src.kind == "draw":
+            src.drawn = True
             if (li, j) in self.has_sharers:
                 src.state = _fork(self.stream)  # to draw it again for the sharers
                 if src.state is None:  # a stream that cannot be copied: keep the values
                     src = self._hold(layer, j, src)
-            src.drawn = True
         if src.kind == "draw":
             chunks = _chunks_of_draw(src, self.stream, self.caffe_version)
         elif src.kind == "shared":

@@ -213,3 +213,27 @@ def test_running_stats_match_numpy():
     c = st.RunningStats()
     c.add(np.full(1000, 0.1, np.float32))
     assert c.result()[1] == 0.0
+
+
+def test_a_stream_that_cannot_be_copied_still_gives_the_same_file(tmp_path):
+    """Shared blobs are drawn again from a copy of the stream; a user's stream object
+    that cannot be copied has the owner's values held instead."""
+    from fillers.rng import CaffeRNG
+
+    class Wrapped:
+        def __init__(self, s):
+            self.s = s
+
+        def uniform(self, *a):
+            return self.s.uniform(*a)
+
+        def gaussian(self, *a):
+            return self.s.gaussian(*a)
+
+        def bernoulli(self, *a):
+            return self.s.bernoulli(*a)
+
+    net = load("odd.prototxt", text=ODD)
+    net.fill(rng=Wrapped(CaffeRNG(3))).save(tmp_path / "a.caffemodel")
+    st.stream_fill(net, tmp_path / "b.caffemodel", rng=Wrapped(CaffeRNG(3)))
+    assert _bytes(tmp_path / "a.caffemodel") == _bytes(tmp_path / "b.caffemodel")
