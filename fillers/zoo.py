@@ -20,6 +20,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+_PLUGINS_LOADED: set = set()
+
 #: the name of a model's outputs in ``--out-dir``: ``{name}`` is the model's name
 DEFAULT_CAFFEMODEL = "{name}.caffemodel"
 
@@ -139,7 +141,9 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
         from .layers import load_plugin
 
         for spec in options.plugins:
-            load_plugin(spec)
+            if spec not in _PLUGINS_LOADED:  # once per process (a forked child inherits them)
+                load_plugin(spec)
+                _PLUGINS_LOADED.add(spec)
         net = _load(path, options)
         res.layers, res.params = len(net.layers), net.n_params
         res.warnings += net.warnings
@@ -340,7 +344,7 @@ def main_zoo(args, models, *, stream=None) -> int:
         caffe_version=args.caffe_version, weights=args.weights, batchnorm=args.batchnorm,
         caffemodel=None if args.no_caffemodel else (args.output or DEFAULT_CAFFEMODEL), npz=args.npz,
         onnx=args.onnx, opset=args.opset, check=True if args.check is None else args.check,
-        all_blobs=args.all_blobs, plugins=list(args.plugin))
+        all_blobs=args.all_blobs, plugins=[])  # the command line loaded --plugin already (children inherit them)
     show = not args.quiet and err.isatty()
 
     def on_result(res, done, total):

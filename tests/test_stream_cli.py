@@ -228,3 +228,24 @@ def test_unused_input_top_is_an_onnx_output(tmp_path):
     assert list(report.info.outputs) == ["conv", "label"] and list(report.info.inputs) == ["data", "label"]
     label = next(o for o in report.outputs if o.name == "label")
     assert label.max_abs_err == 0.0  # onnxruntime passes the fed values through, as OpenCV's reference
+
+
+def test_zoo_with_a_plugin(tmp_path):
+    """--plugin is loaded once; every model (and every job's process) knows the type."""
+    plugin = tmp_path / "plug.py"
+    plugin.write_text("from fillers.layers import LayerType, register\n\n"
+                      "@register('ZooTestUpsample')\nclass Up(LayerType):\n"
+                      "    def outputs(self, bottoms):\n        n, c, h, w = bottoms[0]\n"
+                      "        return [(n, c, 2 * h, 2 * w)]\n")
+    models = tmp_path / "models"
+    models.mkdir()
+    for i in range(3):
+        first, rest = NET.split("\n", 1)
+        (models / f"m{i}.prototxt").write_text(
+            first + '\nlayer { name: "up" type: "ZooTestUpsample" bottom: "x" top: "u" }\n'
+            + rest.replace('bottom: "x" top: "c"', 'bottom: "u" top: "c"'))
+    for jobs in ("1", "2"):
+        r = subprocess.run(_cli(models, "--plugin", plugin, "-j", jobs, "--out-dir", tmp_path / f"o{jobs}", "--json"),
+                           capture_output=True, text=True, env=_env())
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["ok"] == 3
