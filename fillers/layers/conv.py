@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import BIAS, WEIGHT, LayerType, ParamBlob, register
 
 
@@ -134,6 +136,88 @@ class _ConvBase(LayerType):
             if folded:
                 ctx.reshape(y, top, out)
 
+    # ---- the numpy reference engine ------------------------------------------------------
+    def _geometry(self, shape):
+        shape, axis, kernel, stride, pad, dilation, channels, group = self._setup([shape])
+        lead = self.count(shape, 0, axis)
+        return axis, lead, kernel, stride, pad, dilation, channels, group
+
+    def forward(self, bottoms, params, ctx):
+        """im2col + one matrix product per group (Caffe's ``forward_cpu_gemm``); Deconvolution
+        is the adjoint (``backward_cpu_gemm`` then col2im)."""
+        p = self.lp.convolution_param
+        shape = bottoms[0].shape
+        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
+        top = self.outputs([shape])[0]
+        o = int(p.num_output)
+        spatial_in, spatial_out = tuple(shape[axis + 1:]), tuple(top[axis + 1:])
+        w = params[0]
+        tops = []
+        for x in bottoms:
+            x = x.reshape(lead, channels, *spatial_in)
+            if not self.transposed:
+                cols = im2col(x, kernel, stride, pad, dilation, spatial_out)
+                wg = w.reshape(group, o // group, -1)
+                y = np.matmul(wg, cols.reshape(lead, group, -1, cols.shape[-1]))
+                y = y.reshape(lead, o, *spatial_out)
+            else:
+                cg = channels // group
+                wg = w.reshape(group, cg, -1)
+                cols = np.matmul(wg.transpose(0, 2, 1), x.reshape(lead, group, cg, -1))
+                y = col2im(cols.reshape(lead, -1, cols.shape[-1]), (lead, o, *spatial_out), kernel, stride, pad,
+                           dilation, spatial_in)
+            if p.bias_term:
+                y = y + params[1].reshape((o,) + (1,) * len(spatial_out))
+            tops.append(y.reshape(top))
+        return tops
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.convolution_param
+        shape = bottoms[0].shape
+        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
+        top = self.outputs([shape])[0]
+        o = int(p.num_output)
+        spatial_in, spatial_out = tuple(shape[axis + 1:]), tuple(top[axis + 1:])
+        w = params[0]
+        want = ctx.param_propagate or [True] * len(params)
+        dw = np.zeros(w.shape, dtype=np.float32) if want[0] else None
+        db = np.zeros((o,), dtype=np.float32) if p.bias_term and want[-1] else None
+        dxs = []
+        for k, (x, dy) in enumerate(zip(bottoms, top_diffs)):
+            x = x.reshape(lead, channels, *spatial_in)
+            dy = dy.reshape(lead, o, *spatial_out)
+            if db is not None:
+                db += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)), dtype=np.float32)
+            if not self.transposed:
+                og = o // group
+                dyg = dy.reshape(lead, group, og, -1)
+                if dw is not None:
+                    cols = im2col(x, kernel, stride, pad, dilation, spatial_out)
+                    cols = cols.reshape(lead, group, -1, cols.shape[-1])
+                    dw += np.matmul(dyg, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+                    del cols
+                if propagate_down[k]:
+                    wg = w.reshape(group, og, -1)
+                    dcols = np.matmul(wg.transpose(0, 2, 1), dyg)
+                    dxs.append(col2im(dcols.reshape(lead, -1, dcols.shape[-1]), (lead, channels, *spatial_in),
+                                      kernel, stride, pad, dilation, spatial_out).reshape(shape))
+                else:
+                    dxs.append(None)
+            else:
+                cg = channels // group
+                dcols = im2col(dy, kernel, stride, pad, dilation, spatial_in)
+                dcols = dcols.reshape(lead, group, -1, dcols.shape[-1])
+                xg = x.reshape(lead, group, cg, -1)
+                if dw is not None:
+                    dw += np.matmul(xg, dcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+                if propagate_down[k]:
+                    wg = w.reshape(group, cg, -1)
+                    dxs.append(np.matmul(wg, dcols).reshape(shape))
+                else:
+                    dxs.append(None)
+        pd = [dw] + ([db] if p.bias_term else [])
+        return dxs, pd
+
 
 @register("Convolution")
 class Convolution(_ConvBase):
@@ -146,3 +230,39 @@ class Deconvolution(_ConvBase):
 
     transposed = True
 
+
+
+# ---- numpy kernels of the reference engine (fillers.lab) ------------------------------------
+
+def im2col(x, kernel, stride, pad, dilation, out):
+    """Caffe's column buffer for a batch: ``x`` (N, C, *spatial) -> (N, C * prod(kernel),
+    prod(out)), rows in Caffe's order (channel, kernel offsets...)."""
+    n, c = x.shape[:2]
+    if any(pad):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(int(p), int(p)) for p in pad])
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and tuple(x.shape[2:]) == tuple(out):
+        return x.reshape(n, c, -1)
+    cols = np.empty((n, c, *kernel, *out), dtype=np.float32)
+    for offs in np.ndindex(*kernel):
+        sl = tuple(slice(o * d, o * d + s * (q - 1) + 1, s) for o, d, s, q in zip(offs, dilation, stride, out))
+        cols[(slice(None), slice(None)) + offs] = x[(slice(None), slice(None)) + sl]
+    return cols.reshape(n, c * int(np.prod(kernel)), -1)
+
+
+def col2im(cols, shape, kernel, stride, pad, dilation, out):
+    """The adjoint of :func:`im2col`: sums ``cols`` (N, C * prod(kernel), prod(out)) back into
+    an array of ``shape`` (N, C, *spatial)."""
+    n, c = shape[:2]
+    spatial = tuple(shape[2:])
+    padded = tuple(int(s) + 2 * int(p) for s, p in zip(spatial, pad))
+    cols = cols.reshape(n, c, *kernel, *out)
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and padded == tuple(out):
+        xp = cols.reshape(n, c, *out)
+    else:
+        xp = np.zeros((n, c, *padded), dtype=np.float32)
+        for offs in np.ndindex(*kernel):
+            sl = tuple(slice(o * d, o * d + s * (q - 1) + 1, s) for o, d, s, q in zip(offs, dilation, stride, out))
+            xp[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + offs]
+    if any(pad):
+        xp = xp[(slice(None), slice(None)) + tuple(slice(int(p), int(p) + int(s)) for p, s in zip(pad, spatial))]
+    return np.ascontiguousarray(xp)
