@@ -143,8 +143,10 @@ class _ConvBase(LayerType):
         return axis, lead, kernel, stride, pad, dilation, channels, group
 
     def forward(self, bottoms, params, ctx):
-        """im2col + one matrix product per group (Caffe's ``forward_cpu_gemm``); Deconvolution
-        is the adjoint (``backward_cpu_gemm`` then col2im)."""
+        """im2col + one matrix product per image and group, as Caffe's ``forward_cpu_gemm``
+        (the same GEMM shapes, so the same rounding as closely as a BLAS allows; the batch
+        goes in chunks to bound the column buffer); Deconvolution is the adjoint
+        (``backward_cpu_gemm`` then col2im)."""
         p = self.lp.convolution_param
         shape = bottoms[0].shape
         axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
@@ -155,23 +157,31 @@ class _ConvBase(LayerType):
         tops = []
         for x in bottoms:
             x = x.reshape(lead, channels, *spatial_in)
+            y = np.empty((lead, o, *spatial_out), dtype=np.float32)
             if not self.transposed:
-                cols = im2col(x, kernel, stride, pad, dilation, spatial_out)
                 wg = w.reshape(group, o // group, -1)
-                y = np.matmul(wg, cols.reshape(lead, group, -1, cols.shape[-1]))
-                y = y.reshape(lead, o, *spatial_out)
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                for a in range(0, lead, step):
+                    cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
+                    yc = np.matmul(wg, cols.reshape(cols.shape[0], group, -1, cols.shape[-1]))
+                    y[a:a + step] = yc.reshape(-1, o, *spatial_out)
             else:
                 cg = channels // group
-                wg = w.reshape(group, cg, -1)
-                cols = np.matmul(wg.transpose(0, 2, 1), x.reshape(lead, group, cg, -1))
-                y = col2im(cols.reshape(lead, -1, cols.shape[-1]), (lead, o, *spatial_out), kernel, stride, pad,
-                           dilation, spatial_in)
+                wgt = np.ascontiguousarray(w.reshape(group, cg, -1).transpose(0, 2, 1))
+                step = _chunk(lead, wgt.shape[1] * group * _prod(spatial_in))
+                for a in range(0, lead, step):
+                    xc = x[a:a + step]
+                    cols = np.matmul(wgt, xc.reshape(xc.shape[0], group, cg, -1))
+                    y[a:a + step] = col2im(cols.reshape(xc.shape[0], -1, cols.shape[-1]), (xc.shape[0], o, *spatial_out),
+                                           kernel, stride, pad, dilation, spatial_in)
             if p.bias_term:
-                y = y + params[1].reshape((o,) + (1,) * len(spatial_out))
+                y += params[1].reshape((o,) + (1,) * len(spatial_out))
             tops.append(y.reshape(top))
         return tops
 
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        """Caffe's ``Backward_cpu``: per image, the bias diff, the weight diff (accumulated image
+        after image) and the bottom diff (the adjoint GEMM, then col2im)."""
         p = self.lp.convolution_param
         shape = bottoms[0].shape
         axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
@@ -187,34 +197,42 @@ class _ConvBase(LayerType):
             x = x.reshape(lead, channels, *spatial_in)
             dy = dy.reshape(lead, o, *spatial_out)
             if db is not None:
-                db += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)), dtype=np.float32)
+                db += dy.reshape(lead, o, -1).sum(axis=2, dtype=np.float32).sum(axis=0, dtype=np.float32)
+            dx = np.empty((lead, channels, *spatial_in), dtype=np.float32) if propagate_down[k] else None
             if not self.transposed:
                 og = o // group
-                dyg = dy.reshape(lead, group, og, -1)
-                if dw is not None:
-                    cols = im2col(x, kernel, stride, pad, dilation, spatial_out)
-                    cols = cols.reshape(lead, group, -1, cols.shape[-1])
-                    dw += np.matmul(dyg, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
-                    del cols
-                if propagate_down[k]:
-                    wg = w.reshape(group, og, -1)
-                    dcols = np.matmul(wg.transpose(0, 2, 1), dyg)
-                    dxs.append(col2im(dcols.reshape(lead, -1, dcols.shape[-1]), (lead, channels, *spatial_in),
-                                      kernel, stride, pad, dilation, spatial_out).reshape(shape))
-                else:
-                    dxs.append(None)
+                wg = w.reshape(group, og, -1)
+                wgt = np.ascontiguousarray(wg.transpose(0, 2, 1))
+                dwg = dw.reshape(group, og, -1) if dw is not None else None
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                for a in range(0, lead, step):
+                    dyg = dy[a:a + step].reshape(-1, group, og, _prod(spatial_out))
+                    if dwg is not None:
+                        cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
+                        cols = cols.reshape(cols.shape[0], group, -1, cols.shape[-1])
+                        for i in range(cols.shape[0]):
+                            dwg += np.matmul(dyg[i], cols[i].transpose(0, 2, 1))
+                        del cols
+                    if dx is not None:
+                        dcols = np.matmul(wgt, dyg)
+                        dx[a:a + step] = col2im(dcols.reshape(dcols.shape[0], -1, dcols.shape[-1]),
+                                                (dcols.shape[0], channels, *spatial_in), kernel, stride, pad,
+                                                dilation, spatial_out)
             else:
                 cg = channels // group
-                dcols = im2col(dy, kernel, stride, pad, dilation, spatial_in)
-                dcols = dcols.reshape(lead, group, -1, dcols.shape[-1])
-                xg = x.reshape(lead, group, cg, -1)
-                if dw is not None:
-                    dw += np.matmul(xg, dcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
-                if propagate_down[k]:
-                    wg = w.reshape(group, cg, -1)
-                    dxs.append(np.matmul(wg, dcols).reshape(shape))
-                else:
-                    dxs.append(None)
+                wg = w.reshape(group, cg, -1)
+                dwg = dw.reshape(group, cg, -1) if dw is not None else None
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_in))
+                for a in range(0, lead, step):
+                    dcols = im2col(dy[a:a + step], kernel, stride, pad, dilation, spatial_in)
+                    dcols = dcols.reshape(dcols.shape[0], group, -1, dcols.shape[-1])
+                    xg = x[a:a + step].reshape(-1, group, cg, _prod(spatial_in))
+                    if dwg is not None:
+                        for i in range(dcols.shape[0]):
+                            dwg += np.matmul(xg[i], dcols[i].transpose(0, 2, 1))
+                    if dx is not None:
+                        dx[a:a + step] = np.matmul(wg, dcols).reshape(-1, channels, *spatial_in)
+            dxs.append(dx.reshape(shape) if dx is not None else None)
         pd = [dw] + ([db] if p.bias_term else [])
         return dxs, pd
 
@@ -266,3 +284,15 @@ def col2im(cols, shape, kernel, stride, pad, dilation, out):
     if any(pad):
         xp = xp[(slice(None), slice(None)) + tuple(slice(int(p), int(p) + int(s)) for p, s in zip(pad, spatial))]
     return np.ascontiguousarray(xp)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _chunk(n, per_image, budget=1 << 24):
+    """Images per chunk so that a column buffer stays under ``budget`` values (64 MB)."""
+    return max(1, min(n, budget // max(1, per_image)))
