@@ -240,6 +240,24 @@ class Engine:
                 self.bottom_need[li] = [False] * len(layer.bottoms)
         for li, ctx in enumerate(self.ctxs):
             ctx.param_propagate = self.param_need[li]
+        # which versions' data the backward pass reads: a layer's ``backward_reads`` names
+        # what its backward uses ("bottoms", "tops"); the final version of every name is kept
+        self.vshape = [None] * len(self.vname)
+        for li, layer in enumerate(layers):
+            for v, shp in zip(self.ltops[li], layer.top_shapes):
+                self.vshape[v] = tuple(int(d) for d in shp)
+        finals = set(self.final_version.values())
+        self.data_needed = [v in finals for v in range(len(self.vname))]
+        for li, layer in enumerate(layers):
+            if not self.layer_need[li]:
+                continue
+            reads = getattr(layer.spec, "backward_reads", ("bottoms", "tops"))
+            if "bottoms" in reads:
+                for v in self.lbottoms[li]:
+                    self.data_needed[v] = True
+            if "tops" in reads:
+                for v in self.ltops[li]:
+                    self.data_needed[v] = True
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, feeds: Optional[dict] = None, keep: bool = True) -> dict:
@@ -249,7 +267,7 @@ class Engine:
         the result then holds the net's outputs only)."""
         feeds = dict(feeds or {})
         data: dict = {}
-        remaining = {v: len(c) for v, c in self.consumers.items()} if not keep else None
+        remaining = {v: len(c) for v, c in self.consumers.items()}
         outputs = set(self.final_version[n] for n in self.net.outputs)
         for li, layer in enumerate(self.net.layers):
             ctx = self.ctxs[li]
@@ -273,18 +291,16 @@ class Engine:
                         raise ValueError(f"layer '{layer.name}' ({layer.type}) produced {t.shape}, "
                                          f"Caffe's shape is {tuple(shape)}")
                 data[v] = t
-            if remaining is not None:
-                for v in self.lbottoms[li]:
-                    remaining[v] -= 1
-                    if remaining[v] == 0 and v not in outputs:
-                        del data[v]
-                if not any(layer.lp.loss_weight):
-                    pass
+            for v in self.lbottoms[li]:
+                remaining[v] -= 1
+                if remaining[v] == 0 and v not in outputs and v in data and (not keep or not self.data_needed[v]):
+                    del data[v]  # no later layer reads it, and no backward either
+            if not keep:
                 ctx.cache = {}
         self._data = data
         self._kept = keep
         if keep:
-            return {n: data[v] for n, v in self.final_version.items()}
+            return {n: data[v] for n, v in self.final_version.items() if v in data}
         return {n: data[self.final_version[n]] for n in self.net.outputs}
 
     # ---- backward --------------------------------------------------------------------------
@@ -306,16 +322,16 @@ class Engine:
             for j, w in enumerate(self.loss_weights[li]):
                 if w:
                     v = self.ltops[li][j]
-                    acc[v] = np.full(data[v].shape, w, dtype=np.float32)
+                    acc[v] = np.full(self.vshape[v], w, dtype=np.float32)
                     written.add(v)
         for name, d in (output_diffs or {}).items():
             if name not in self.final_version:
                 raise KeyError(f"'{name}' is not a blob of the net")
             v = self.final_version[name]
             d = np.asarray(d, dtype=np.float32)
-            if d.size != data[v].size:
-                raise ValueError(f"diff for '{name}' has {d.shape}, the blob {data[v].shape}")
-            acc[v] = d.reshape(data[v].shape)
+            if d.size != int(np.prod(self.vshape[v])):
+                raise ValueError(f"diff for '{name}' has {d.shape}, the blob {self.vshape[v]}")
+            acc[v] = d.reshape(self.vshape[v])
             written.add(v)
         pdiffs = [[None] * len(l.params) for l in layers]
         self.split_diffs = {}
@@ -329,9 +345,9 @@ class Engine:
             top_diffs = []
             for v in self.ltops[li]:
                 d = acc.get(v)
-                top_diffs.append(d if d is not None else np.zeros(data[v].shape, dtype=np.float32))
-            bottoms = [data[v] for v in self.lbottoms[li]]
-            tops = [data[v] for v in self.ltops[li]]
+                top_diffs.append(d if d is not None else np.zeros(self.vshape[v], dtype=np.float32))
+            bottoms = [data.get(v) for v in self.lbottoms[li]]
+            tops = [data.get(v) for v in self.ltops[li]]
             try:
                 bdiffs, ldiffs = layer.spec.backward(top_diffs, bottoms, tops, self.params[li], list(pd),
                                                      self.ctxs[li])
@@ -344,8 +360,8 @@ class Engine:
                     continue
                 d = bdiffs[k] if k < len(bdiffs) else None
                 if d is None:
-                    d = np.zeros(data[v].shape, dtype=np.float32)
-                d = np.asarray(d, dtype=np.float32).reshape(data[v].shape)
+                    d = np.zeros(self.vshape[v], dtype=np.float32)
+                d = np.asarray(d, dtype=np.float32).reshape(self.vshape[v])
                 if self.keep_splits and (li, k) in self.split_name:
                     self.split_diffs[self.split_name[(li, k)]] = d
                 if v in acc and v in written:
@@ -353,6 +369,12 @@ class Engine:
                 else:
                     acc[v] = d
                 written.add(v)
+            # an in-place top's diff is superseded once this layer wrote its bottom's (Caffe's
+            # shared diff buffer): only the earliest written version of a name is kept
+            for j, v in enumerate(self.ltops[li]):
+                if v in acc and j < len(self.lbottoms[li]) and self.vname[self.lbottoms[li][j]] == self.vname[v] \
+                        and self.lbottoms[li][j] in written and pd[j]:
+                    del acc[v]
             for j, d in enumerate(ldiffs or []):
                 if d is None or not self.param_need[li][j]:
                     continue
@@ -367,7 +389,7 @@ class Engine:
                     d = acc[v]
                     break
             if d is None:
-                d = np.zeros(data[vs[-1]].shape, dtype=np.float32)
+                d = np.zeros(self.vshape[vs[-1]], dtype=np.float32)
             blob_diffs[name] = d
         param_diffs = {}
         for li, layer in enumerate(layers):

@@ -36,11 +36,16 @@ class ReLU(Elementwise):
             return [np.maximum(x, f32(0))]
         return [np.where(x > 0, x, x * slope)]
 
+    @property
+    def backward_reads(self):
+        """Caffe's in-place ReLU tests the top (y > 0 iff x > 0 for a slope >= 0)."""
+        return ("tops",) if self.lp.relu_param.negative_slope >= 0 else ("bottoms",)
+
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         if not propagate_down[0]:
             return [None], []
-        x, dy = bottoms[0], top_diffs[0]
         slope = f32(self.lp.relu_param.negative_slope)
+        x, dy = (tops[0] if slope >= 0 else bottoms[0]), top_diffs[0]
         return [np.where(x > 0, dy, dy * slope if slope != 0 else f32(0))], []
 
 
@@ -68,6 +73,8 @@ class ELU(Elementwise):
 class Sigmoid(Elementwise):
     """``1 / (1 + exp(-x))`` -> Sigmoid."""
 
+    backward_reads = ("tops",)
+
     def lower(self, ctx):
         ctx.node("Sigmoid", ctx.inputs, ctx.outputs[0])
 
@@ -84,6 +91,8 @@ class Sigmoid(Elementwise):
 @register("TanH")
 class TanH(Elementwise):
     """``tanh(x)`` -> Tanh."""
+
+    backward_reads = ("tops",)
 
     def lower(self, ctx):
         ctx.node("Tanh", ctx.inputs, ctx.outputs[0])
@@ -377,6 +386,8 @@ class Dropout(Elementwise):
 
     def lower(self, ctx):
         ctx.node("Identity", ctx.inputs, ctx.outputs[0])
+
+    backward_reads = ()
 
     def _scale(self):
         p = self.lp.dropout_param

@@ -137,6 +137,8 @@ class _ConvBase(LayerType):
                 ctx.reshape(y, top, out)
 
     # ---- the numpy reference engine ------------------------------------------------------
+    backward_reads = ("bottoms",)
+
     def _geometry(self, shape):
         shape, axis, kernel, stride, pad, dilation, channels, group = self._setup([shape])
         lead = self.count(shape, 0, axis)
@@ -163,8 +165,9 @@ class _ConvBase(LayerType):
                 step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
                 for a in range(0, lead, step):
                     cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
-                    yc = np.matmul(wg, cols.reshape(cols.shape[0], group, -1, cols.shape[-1]))
-                    y[a:a + step] = yc.reshape(-1, o, *spatial_out)
+                    m = cols.shape[0]
+                    np.matmul(wg, cols.reshape(m, group, -1, cols.shape[-1]),
+                              out=y[a:a + m].reshape(m, group, o // group, cols.shape[-1]))
             else:
                 cg = channels // group
                 wgt = np.ascontiguousarray(w.reshape(group, cg, -1).transpose(0, 2, 1))

@@ -50,6 +50,8 @@ class InnerProduct(LayerType):
             y = ctx.node("Gemm", ins, transB=0 if p.transpose else 1)
             ctx.reshape(y, top, ctx.outputs[0])
 
+    backward_reads = ("bottoms",)
+
     def forward(self, bottoms, params, ctx):
         p = self.lp.inner_product_param
         n, k, axis = self._nk([bottoms[0].shape])

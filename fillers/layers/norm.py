@@ -69,6 +69,8 @@ class BatchNorm(LayerType):
         d = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar(eps, "eps")])])
         ctx.node("Div", [xc, d], ctx.outputs[0])
 
+    backward_reads = ("tops",)
+
     def _batch_stats(self, ctx) -> bool:
         p = self.lp.batch_norm_param
         return not (bool(p.use_global_stats) if p.HasField("use_global_stats") else not ctx.train)
@@ -99,7 +101,10 @@ class BatchNorm(LayerType):
                                     params[2] * maf + np.float32(1)]
         std = np.sqrt(var + eps).astype(np.float32)
         ctx.cache["std"] = std
-        return [xc / std.reshape(view)]
+        if xc is x:
+            xc = x.copy()
+        np.divide(xc, std.reshape(view), out=xc)
+        return [xc]
 
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         if not propagate_down[0]:
@@ -192,6 +197,8 @@ class Scale(LayerType):
         bias = ctx.param(len(ctx.params) - 1, _span_view(bspan, baxis, len(shape)))
         ctx.node("Add", [y, bias], ctx.outputs[0])
 
+    backward_reads = ("bottoms",)
+
     def forward(self, bottoms, params, ctx):
         p = self.lp.scale_param
         x = bottoms[0]
@@ -201,7 +208,7 @@ class Scale(LayerType):
         if p.bias_term:
             n = bottoms[1].ndim if len(bottoms) > 1 else p.num_axes
             baxis, bspan = _axis_span(self, x.shape, p.axis, n, "the bias")
-            y = y + params[-1].reshape(_bcast(bspan, baxis, x.ndim)[0])
+            y += params[-1].reshape(_bcast(bspan, baxis, x.ndim)[0])
         return [y]
 
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):

@@ -188,12 +188,14 @@ class Pooling(LayerType):
             tops.append(pool_mask(cache["argmax"], kernel, stride, pad, x.shape[3]))
         return tops
 
+    backward_reads = ()  # the shapes and the argmax / divisor kept in ctx.cache
+
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         if not propagate_down[0]:
             return [None], []
-        x = bottoms[0]
-        kernel, stride, pad, out = pooling_geometry(self.lp, x.shape)
-        return [pool_backward(top_diffs[0], x.shape, self.lp.pooling_param.pool, kernel, stride, pad, out,
+        shape = bottoms[0].shape if bottoms[0] is not None else tuple(ctx.layer.bottom_shapes[0])
+        kernel, stride, pad, out = pooling_geometry(self.lp, shape)
+        return [pool_backward(top_diffs[0], shape, self.lp.pooling_param.pool, kernel, stride, pad, out,
                               ctx.cache)], []
 
 

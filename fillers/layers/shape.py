@@ -47,9 +47,12 @@ class Concat(LayerType):
     def forward(self, bottoms, params, ctx):
         return [np.concatenate(bottoms, axis=self._axis(bottoms[0].ndim))]
 
+    backward_reads = ()
+
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
-        axis = self._axis(bottoms[0].ndim)
-        cuts = np.cumsum([b.shape[axis] for b in bottoms])[:-1]
+        shapes = ctx.layer.bottom_shapes if ctx.layer is not None else [b.shape for b in bottoms]
+        axis = self._axis(len(shapes[0]))
+        cuts = np.cumsum([s[axis] for s in shapes])[:-1]
         parts = np.split(top_diffs[0], cuts, axis=axis)
         return [np.ascontiguousarray(d) if pd else None for d, pd in zip(parts, propagate_down)], []
 
@@ -121,6 +124,8 @@ class Split(LayerType):
     def lower(self, ctx):
         for out in ctx.outputs:
             ctx.node("Identity", ctx.inputs, out)
+
+    backward_reads = ()
 
     def forward(self, bottoms, params, ctx):
         return [bottoms[0]] * len(self.lp.top)
@@ -373,6 +378,13 @@ class Eltwise(LayerType):
         ctx.cache["argmax"] = idx
         return [y]
 
+    @property
+    def backward_reads(self):
+        p = self.lp.eltwise_param
+        if p.operation == 0:
+            return ("bottoms",) if p.stable_prod_grad else ("bottoms", "tops")
+        return ()
+
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         p = self.lp.eltwise_param
         dy = top_diffs[0]
@@ -565,10 +577,12 @@ class Softmax(LayerType):
         a = self.canonical_axis(self.lp.softmax_param.axis, bottoms[0].ndim)
         return [softmax(bottoms[0], a)]
 
+    backward_reads = ("tops",)
+
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         if not propagate_down[0]:
             return [None], []
-        a = self.canonical_axis(self.lp.softmax_param.axis, bottoms[0].ndim)
+        a = self.canonical_axis(self.lp.softmax_param.axis, tops[0].ndim)
         y, dy = tops[0], top_diffs[0]
         return [(dy - (dy * y).sum(axis=a, keepdims=True, dtype=np.float32)) * y], []
 
