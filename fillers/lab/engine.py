@@ -61,10 +61,30 @@ class LayerContext:
 def stats(a) -> np.ndarray:
     """The goldens' statistics of an array: float64 ``[mean, std (population), min, max,
     mean |x|]``."""
-    y = np.asarray(a, dtype=np.float64)
-    if y.size == 0:
+    y = np.asarray(a).reshape(-1)
+    n = y.size
+    if n == 0:
         return np.zeros(5)
-    return np.array([y.mean(), y.std(), y.min(), y.max(), np.abs(y).mean()])
+    if n <= _CHUNK:
+        y = y.astype(np.float64)
+        return np.array([y.mean(), y.std(), y.min(), y.max(), np.abs(y).mean()])
+    # two passes in float64 over chunks: no float64 copy of a large blob
+    total = abs_total = 0.0
+    lo, hi = np.inf, -np.inf
+    for i in range(0, n, _CHUNK):
+        c = y[i:i + _CHUNK].astype(np.float64)
+        total += c.sum()
+        abs_total += np.abs(c).sum()
+        lo, hi = min(lo, c.min()), max(hi, c.max())
+    mean = total / n
+    sq = 0.0
+    for i in range(0, n, _CHUNK):
+        c = y[i:i + _CHUNK].astype(np.float64) - mean
+        sq += np.dot(c, c)
+    return np.array([mean, np.sqrt(sq / n), lo, hi, abs_total / n])
+
+
+_CHUNK = 1 << 20
 
 
 _NO_PARAM_LR_TYPES = ("BatchNorm",)  # Caffe masks these blobs from optimization (lr_mult 0)

@@ -213,8 +213,9 @@ class _ConvBase(LayerType):
                     if dwg is not None:
                         cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
                         cols = cols.reshape(cols.shape[0], group, -1, cols.shape[-1])
-                        for i in range(cols.shape[0]):
-                            dwg += np.matmul(dyg[i], cols[i].transpose(0, 2, 1))
+                        for i in range(cols.shape[0]):  # image after image, as Caffe accumulates
+                            for g in range(group):
+                                dwg[g] += dyg[i, g] @ cols[i, g].T
                         del cols
                     if dx is not None:
                         dcols = np.matmul(wgt, dyg)
@@ -232,7 +233,8 @@ class _ConvBase(LayerType):
                     xg = x[a:a + step].reshape(-1, group, cg, _prod(spatial_in))
                     if dwg is not None:
                         for i in range(dcols.shape[0]):
-                            dwg += np.matmul(xg[i], dcols[i].transpose(0, 2, 1))
+                            for g in range(group):
+                                dwg[g] += xg[i, g] @ dcols[i, g].T
                     if dx is not None:
                         dx[a:a + step] = np.matmul(wg, dcols).reshape(-1, channels, *spatial_in)
             dxs.append(dx.reshape(shape) if dx is not None else None)
