@@ -247,7 +247,24 @@ def _weight_filler_spec(args):
     return {**parse_compact(args.filler), **given}
 
 
+def _plugins_first(argv) -> None:
+    """Load the --plugin files before the parser is built, so that --help and the
+    registries it lists know their layer types."""
+    from .layers import load_plugin
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    for spec in pre.parse_known_args(argv)[0].plugin:
+        load_plugin(spec)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _plugins_first(argv)
+    except FillersError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -277,11 +294,6 @@ def layer_list() -> str:
 
 
 def _run(args, parser) -> int:
-    from .layers import load_plugin
-
-    for spec in args.plugin:
-        load_plugin(spec)
-
     if args.list_layers:
         print(layer_list())
         return 0
