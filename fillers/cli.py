@@ -36,6 +36,8 @@ FILLER_HELP = {
     "xavier": "U(-sqrt(3/n), sqrt(3/n))",
     "msra": "N(0, sqrt(2/n))",
     "bilinear": "upsampling kernels for Deconvolution (4-d, square)",
+    "orthogonal": "not Caffe's: Saxe et al., rows or columns orthonormal, times gain (orthogonal:gain=G)",
+    "delta_orthogonal": "not Caffe's: Xiao et al., orthogonal centre tap, zeros elsewhere (in <= out channels)",
 }
 
 EXAMPLES = """\
