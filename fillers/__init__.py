@@ -17,8 +17,9 @@ Whole nets::
 from .errors import (ExportError, FillersError, MissingInputShapeError, NetError, ParseError,
                      UnknownLayerTypeError, UsageError)
 from .net import Net, load
-# The filler functions are bound eagerly: ``fillers.fill`` is the function, not the module.
-from .fill import bilinear, constant, fill, gaussian, msra, positive_unitball, uniform, xavier
+# The fillers (module fillers.init), as functions of the package: ``fillers.fill`` is the function.
+from .init import (bilinear, constant, delta_orthogonal, fill, gaussian, msra, orthogonal, positive_unitball,
+                   uniform, xavier)
 from .fans import fan_in_fan_out
 from .rng import CaffeRNG, FastRNG
 
@@ -28,12 +29,12 @@ _LAZY = {
     # nets
     "fill_net": "netfill", "FilledNet": "netfill",
     "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel",
-    "export": "onnx_export", "export_and_check": "onnx_export",
+    "export": "onnx", "export_and_check": "onnx",
     "register": "layers",
 }
 
 __all__ = sorted(set(_LAZY) | {"load", "Net", "constant", "uniform", "gaussian", "positive_unitball", "xavier",
-                               "msra", "bilinear", "fill", "fan_in_fan_out", "CaffeRNG", "FastRNG", "FillersError", "ParseError", "NetError",
+                               "msra", "bilinear", "orthogonal", "delta_orthogonal", "fill", "fan_in_fan_out", "CaffeRNG", "FastRNG", "FillersError", "ParseError", "NetError",
                                "UnknownLayerTypeError", "MissingInputShapeError", "UsageError",
                                "ExportError"})
 

@@ -22,22 +22,25 @@ DESCRIPTION = """\
 Initialize every learnable blob of a Caffe net exactly as Caffe would, write the weights as
 a .caffemodel, and optionally export the net to ONNX and check it under onnxruntime.
 
-The net's own fillers are used unless --filler / --bias-filler replace them.  --filler
-applies to the weights of Convolution, Deconvolution, InnerProduct, Embed and the weight
-matrices of LSTM/RNN; --bias-filler to their biases.  Other blobs (Scale, Bias, PReLU,
-BatchNorm) keep Caffe's defaults.
+The net's own fillers are used unless --filler / --bias-filler replace them (see "which
+blobs --filler and --bias-filler replace" below).  Other blobs (Scale's gain and shift,
+PReLU's slope, BatchNorm's statistics) keep their layer's fillers.
 """
 
-EPILOG = """\
-fillers (Caffe's semantics; n is fan_in = count/shape[0], fan_out = count/shape[1], or their mean):
-  constant           value
-  uniform            U(min, max)
-  gaussian           N(mean, std); with --sparse S, a Bernoulli(S/shape[0]) mask
-  positive_unitball  U(0, 1), each row divided by its sum
-  xavier             U(-sqrt(3/n), sqrt(3/n))
-  msra               N(0, sqrt(2/n))
-  bilinear           upsampling kernels for Deconvolution (4-d, square)
+#: one line of --help per filler of init.FILLERS (n is the fan picked by --variance-norm)
+FILLER_HELP = {
+    "constant": "value",
+    "gaussian": "N(mean, std); with --sparse S, a Bernoulli(S/shape[0]) mask",
+    "positive_unitball": "U(0, 1), each row divided by its sum",
+    "uniform": "U(min, max)",
+    "xavier": "U(-sqrt(3/n), sqrt(3/n))",
+    "msra": "N(0, sqrt(2/n))",
+    "bilinear": "upsampling kernels for Deconvolution (4-d, square)",
+    "orthogonal": "not Caffe's: Saxe et al., rows or columns orthonormal, times gain (orthogonal:gain=G)",
+    "delta_orthogonal": "not Caffe's: Xiao et al., orthogonal centre tap, zeros elsewhere (in <= out channels)",
+}
 
+EXAMPLES = """\
 examples:
   fill-net deploy.prototxt --dry-run                       # layers, shapes, parameter counts
   fill-net deploy.prototxt --filler xavier --seed 1        # writes deploy.caffemodel
@@ -51,6 +54,46 @@ exit status: 0 success, 1 bad input or a failed check, 2 bad usage.
 """
 
 
+def epilog() -> str:
+    """The fillers and the blobs the override flags replace, from the registries, then
+    the examples."""
+    from .init import FILLERS
+    from .layers import BIAS, WEIGHT, known_types, lookup
+
+    width = max(map(len, FILLERS))
+    lines = ["fillers (Caffe's semantics; n is fan_in = count/shape[0], fan_out = count/shape[1], "
+             "or their mean):"]
+    lines += [f"  {name:<{width}}  {FILLER_HELP.get(name, '')}".rstrip() for name in FILLERS]
+    lines += ["", "which blobs --filler and --bias-filler replace (by layer type):"]
+    rows = []
+    for t in known_types():
+        roles = lookup(t).roles
+        weights = [b for b, r in roles.items() if r == WEIGHT]
+        biases = [b for b, r in roles.items() if r == BIAS]
+        if weights or biases:
+            rows.append((t, ", ".join(weights) or "-", ", ".join(biases) or "-"))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines += [f"  {t:<{w0}}  --filler: {w:<{w1}}  --bias-filler: {b}" for t, w, b in rows]
+    return "\n".join(lines) + "\n\n" + EXAMPLES
+
+
+def filler_arg(text: str) -> str:
+    """argparse type of --filler/--bias-filler: ``TYPE`` or ``TYPE:key=value,...``, read
+    by the one parser of the compact form (:func:`fillers.init.filler_params`)."""
+    from .errors import FillerError
+    from .init import FILLERS, filler_params
+
+    kind = text.partition(":")[0]
+    if kind not in FILLERS:
+        raise argparse.ArgumentTypeError(f"invalid choice: '{kind}' (choose from {', '.join(FILLERS)})")
+    try:
+        filler_params(text)
+    except FillerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -58,7 +101,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+    from .fans import CAFFE_VERSIONS, VARIANCE_NORMS
+    from .netfill import BATCHNORM_MODES
+    from .rng import RNG_KINDS
+
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=epilog(),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="the net: a .prototxt (V2 or V1) or a solver with net_param")
     net = p.add_argument_group("reading the net")
@@ -83,26 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-caffemodel", action="store_true", help="do not write a .caffemodel")
     out.add_argument("-q", "--quiet", action="store_true", help="no table, no progress")
     fill = p.add_argument_group("filling")
-    fill.add_argument("--filler", choices=["xavier", "msra", "gaussian", "uniform", "constant",
-                                           "positive_unitball", "bilinear"],
-                      help="replace every layer's weight filler with this one")
-    fill.add_argument("--variance-norm", choices=["FAN_IN", "FAN_OUT", "AVERAGE"], help="for xavier/msra")
+    fill.add_argument("--filler", type=filler_arg, metavar="TYPE[:k=v,...]",
+                      help="replace the filler of every weight blob with this one, e.g. xavier, "
+                           "msra:variance_norm=FAN_OUT, gaussian:std=0.01 (options may also be given "
+                           "as the flags below)")
+    fill.add_argument("--variance-norm", choices=list(VARIANCE_NORMS), help="for xavier/msra")
     fill.add_argument("--std", type=float, help="gaussian std")
     fill.add_argument("--mean", type=float, help="gaussian mean")
     fill.add_argument("--min", type=float, help="uniform lower bound")
     fill.add_argument("--max", type=float, help="uniform upper bound")
     fill.add_argument("--value", type=float, help="constant value")
     fill.add_argument("--sparse", type=int, help="gaussian: expected non-zeros per output unit")
-    fill.add_argument("--bias-filler", metavar="TYPE[:k=v,...]",
-                      help="replace the biases' filler, e.g. constant:value=0.1 or gaussian:std=0.01")
+    fill.add_argument("--bias-filler", type=filler_arg, metavar="TYPE[:k=v,...]",
+                      help="replace the filler of every bias blob, e.g. constant:value=0.1 or gaussian:std=0.01")
     fill.add_argument("--seed", type=int, help="random seed (default: a random one, printed)")
-    fill.add_argument("--rng", choices=["fast", "caffe"], default="fast",
+    fill.add_argument("--rng", choices=list(RNG_KINDS), default="fast",
                       help="fast: numpy PCG64 (default); caffe: Caffe's boost::mt19937 stream, bit-exact")
-    fill.add_argument("--caffe-version", choices=["master", "1.0"], default="master",
+    fill.add_argument("--caffe-version", choices=list(CAFFE_VERSIONS), default="master",
                       help="fan and bilinear rules of Caffe's final master (default) or the 1.0 release")
     fill.add_argument("--weights", metavar="TRAINED.caffemodel",
                       help="copy these blobs by layer name (Caffe's shape checks) and fill the rest")
-    fill.add_argument("--batchnorm", choices=["caffe", "identity"], default="caffe",
+    fill.add_argument("--batchnorm", choices=list(BATCHNORM_MODES), default="caffe",
                       help="fresh BatchNorm statistics: caffe (0/0/0, gain 1/sqrt(eps)) or identity")
     ox = p.add_argument_group("ONNX")
     ox.add_argument("--onnx", metavar="OUT.onnx", help="export the filled net to ONNX")
@@ -185,22 +233,40 @@ class Progress:
         self.stream.flush()
 
 
+#: FillerParameter fields that have a flag of their own (--variance-norm, --std ...)
+FILLER_FLAGS = ("variance_norm", "std", "mean", "min", "max", "value", "sparse")
+
+
 def _weight_filler_spec(args):
+    """--filler TYPE[:k=v,...] with the field flags added to it (a dict), or None."""
+    given = {k: getattr(args, k) for k in FILLER_FLAGS if getattr(args, k) is not None}
     if args.filler is None:
-        extras = [k for k in ("variance_norm", "std", "mean", "min", "max", "value", "sparse")
-                  if getattr(args, k) is not None]
-        if extras:
-            raise UsageError(f"--{extras[0].replace('_', '-')} needs --filler")
+        if given:
+            raise UsageError(f"--{next(iter(given)).replace('_', '-')} needs --filler")
         return None
-    spec = {"type": args.filler}
-    for k in ("variance_norm", "std", "mean", "min", "max", "value", "sparse"):
-        v = getattr(args, k)
-        if v is not None:
-            spec[k] = v
-    return spec
+    from .init import parse_compact
+
+    return {**parse_compact(args.filler), **given}
+
+
+def _plugins_first(argv) -> None:
+    """Load the --plugin files before the parser is built, so that --help and the
+    registries it lists know their layer types."""
+    from .layers import load_plugin
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    for spec in pre.parse_known_args(argv)[0].plugin:
+        load_plugin(spec)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _plugins_first(argv)
+    except FillersError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -221,34 +287,17 @@ def _warn(messages):
         print(f"{PROG}: warning: {w}", file=sys.stderr)
 
 
-def load_plugin(spec: str) -> None:
-    """Import a plugin given as a path to a .py file or as a module name."""
-    import importlib
-    import importlib.util
+def layer_list() -> str:
+    """The registered layer types and where each comes from (``--list-layers``)."""
+    from .layers import known_types, lookup
 
-    try:
-        if spec.endswith(".py") or os.sep in spec:
-            name = "fillers_plugin_" + os.path.splitext(os.path.basename(spec))[0]
-            loader_spec = importlib.util.spec_from_file_location(name, spec)
-            if loader_spec is None or not os.path.exists(spec):
-                raise FileNotFoundError(f"no such file: {spec}")
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except Exception as exc:  # a plugin's own error: report it in one line
-        raise UsageError(f"cannot load plugin '{spec}': {type(exc).__name__}: {exc}") from None
+    rows = [[t, lookup(t).origin] for t in known_types()]
+    return _table(rows, ["type", "origin"])
 
 
 def _run(args, parser) -> int:
-    from .layers import known_types
-
-    for spec in args.plugin:
-        load_plugin(spec)
-
     if args.list_layers:
-        print("\n".join(known_types()))
+        print(layer_list())
         return 0
     if not args.model:
         parser.error("the model prototxt is required")
@@ -286,7 +335,7 @@ def _run(args, parser) -> int:
         written.append(args.npz)
     status = 0
     if args.onnx:
-        from .onnx_export import export_and_check
+        from .onnx import export_and_check
 
         check = True if args.check is None else args.check
         report = export_and_check(filled, args.onnx, opset=args.opset, check=check, all_blobs=args.all_blobs,

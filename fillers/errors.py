@@ -63,5 +63,10 @@ class UsageError(FillersError):
     exit_status = 2
 
 
+class FillerError(FillersError, ValueError):
+    """A fill Caffe would refuse (a failed CHECK in ``filler.hpp``), or a bad filler
+    argument.  A ``ValueError`` too, so callers may catch either."""
+
+
 class ExportError(FillersError):
     """The net cannot be lowered to ONNX, or the exported model fails its check."""

@@ -20,7 +20,7 @@ import operator
 
 import numpy as np
 
-from .errors import FillersError
+from .errors import FillerError
 
 __all__ = [
     "FillerError", "FAN_IN", "FAN_OUT", "AVERAGE", "VARIANCE_NORMS", "CAFFE_VERSIONS",
@@ -33,13 +33,6 @@ FAN_IN, FAN_OUT, AVERAGE = 0, 1, 2
 VARIANCE_NORMS = {"FAN_IN": FAN_IN, "FAN_OUT": FAN_OUT, "AVERAGE": AVERAGE}
 _NORM_ALIASES = {"FAN_AVG": AVERAGE}
 CAFFE_VERSIONS = ("master", "1.0")
-
-
-class FillerError(FillersError, ValueError):
-    """A fill Caffe would refuse (a failed CHECK in ``filler.hpp``), or a bad argument.
-
-    A ``ValueError`` too, so callers may catch either.
-    """
 
 
 def blob_shape(shape):

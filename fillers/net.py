@@ -14,8 +14,8 @@ from typing import Optional
 from . import caffe_pb2
 from .errors import MissingInputShapeError, NetError, UnknownLayerTypeError, UsageError
 from .layers import lookup
-from .layers.base import ShapeError
-from .prototxt import PHASES, TEST, filter_net, make_state, read_net
+from .layers.base import ShapeError, shape_count
+from .prototxt import PHASES, TEST, filter_net, make_state, read_net, warning_position
 
 
 @dataclass
@@ -33,6 +33,12 @@ class Layer:
     owners: list = field(default_factory=list)
     bottom_shapes: list = field(default_factory=list)
     top_shapes: list = field(default_factory=list)
+
+    @property
+    def is_input(self) -> bool:
+        """Whether the layer's tops are net inputs (a data layer; one with bottoms, such as
+        a Python layer that computes, is not)."""
+        return self.spec.net_input and not self.bottoms
 
     @property
     def shared(self) -> list:
@@ -140,9 +146,19 @@ def load(path, phase="TEST", input_shapes=None, stages=None, level=None, text=No
     net = build([result.net.layer[i] for i in kept], parse_input_shapes(input_shapes), name=result.net.name,
                 path=result.path, fork_fields=[result.fork_fields[i] for i in kept])
     net.phase = phase
-    net.warnings = result.warnings + net.warnings
+    net.warnings = sorted(result.warnings + _unconsumed_fork_fields(result), key=warning_position) + net.warnings
     net.net_param = result.net
     return net
+
+
+def _unconsumed_fork_fields(result) -> list:
+    """The warnings of fork fields that the layer's registered type does not read."""
+    out = []
+    for lp, notes in zip(result.net.layer, result.fork_warnings):
+        cls = lookup(lp.type)
+        consumed = cls.fork_params if cls is not None else {}
+        out.extend(note for key, note in notes.items() if key not in consumed)
+    return out
 
 
 def _check_count(n, bounds, what, lp):
@@ -195,9 +211,9 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
         cls = lookup(lp.type)
         spec = cls(lp)
         spec.fork_fields = fork_fields[li] if fork_fields else {}
-        _check_count(len(lp.bottom), cls.bottoms, "bottom(s)", lp)
-        if not (cls.auto_tops and len(lp.top) < (cls.tops[0] or 0)):
-            _check_count(len(lp.top), cls.tops, "top(s)", lp)
+        _check_count(len(lp.bottom), cls.n_bottoms, "bottom(s)", lp)
+        if not (cls.auto_tops and len(lp.top) < (cls.n_tops[0] or 0)):
+            _check_count(len(lp.top), cls.n_tops, "top(s)", lp)
         bottom_shapes = []
         for i, b in enumerate(lp.bottom):
             if b not in shapes:
@@ -210,8 +226,8 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
                                "written again in place (as a bottom of the same layer)",
                                layer=lp.name, layer_type=lp.type)
         try:
-            if cls.data_layer:
-                top_shapes = _external_shapes(spec, lp, input_shapes, used_inputs)
+            if cls.runtime_source:
+                top_shapes = _runtime_shapes(spec, lp, input_shapes, used_inputs, bottom_shapes)
             else:
                 top_shapes = [tuple(int(d) for d in s) for s in spec.outputs(bottom_shapes)]
             params = list(spec.params(bottom_shapes))
@@ -243,9 +259,9 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
             li, bj, oshape = owners_by_name[pname]
             permissive = lp.param[j].share_mode == caffe_pb2.ParamSpec.PERMISSIVE
             if permissive:
-                if _count(oshape) != pb.count:
+                if shape_count(oshape) != pb.count:
                     raise NetError(f"cannot share param '{pname}' owned by layer '{layers[li].name}' with "
-                                   f"count mismatch: {_count(oshape)} vs {pb.count}",
+                                   f"count mismatch: {shape_count(oshape)} vs {pb.count}",
                                    layer=lp.name, layer_type=lp.type)
             elif tuple(oshape) != tuple(pb.shape):
                 raise NetError(f"cannot share param '{pname}' owned by layer '{layers[li].name}': shape "
@@ -258,7 +274,7 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
             shapes[t] = s
             produced_by[t] = lp.name
             available.add(t)
-        if lp.type == "Input":
+        if cls.net_input and not lp.bottom:
             inputs.extend(lp.top)
         layers.append(Layer(name=lp.name, type=lp.type, bottoms=list(lp.bottom), tops=list(lp.top),
                             params=params, spec=spec, lp=lp, owners=owners,
@@ -270,31 +286,27 @@ def build(layer_params, input_shapes=None, name="", path="", fork_fields=None) -
     return Net(name=name, layers=layers, blobs=shapes, inputs=inputs, outputs=outputs, path=path)
 
 
-def _count(shape):
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def _blob_shape(b):
     if b.HasField("shape"):
         return [int(d) for d in b.shape.dim]
     return [int(b.num), int(b.channels), int(b.height), int(b.width)]
 
 
-def _external_shapes(spec, lp, input_shapes, used):
-    """Top shapes of a data layer whose shapes only exist at run time."""
+def _runtime_shapes(spec, lp, input_shapes, used, bottom_shapes):
+    """Top shapes of a layer whose shapes only exist at run time: given by the user, the
+    layer type's default (``runtime_shape``), or, for a top written in place, its bottom's
+    shape (a Python layer working in place)."""
     out = []
     for i, t in enumerate(lp.top):
         if t in input_shapes:
             out.append(tuple(input_shapes[t]))
             used.add(t)
-        elif i > 0 and spec.label_defaults and out:
-            out.append((out[0][0],))
+        elif t in lp.bottom:
+            out.append(tuple(bottom_shapes[list(lp.bottom).index(t)]))
+        elif spec.runtime_shape(i, out[0] if out else None) is not None:
+            out.append(tuple(int(d) for d in spec.runtime_shape(i, out[0] if out else None)))
         else:
-            where = {"Python": "a Python module", "HDF5Data": "HDF5 files"}.get(lp.type, "a database or file list")
             raise MissingInputShapeError(
-                f"top '{t}' gets its shape from {where} at run time; give it with "
+                f"top '{t}' gets its shape from {spec.runtime_source} at run time; give it with "
                 f"--input {t}=N,C,H,W (e.g. --input {t}=1,3,224,224)", layer=lp.name, layer_type=lp.type)
     return out

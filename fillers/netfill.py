@@ -10,85 +10,19 @@ default) the same fillers draw from numpy's PCG64.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import caffe_pb2
-from .errors import NetError, UsageError
-from .fans import fan_in_fan_out
-from .fill import fill as fill_blob
+from .errors import FillerError, NetError, UsageError
+from .fans import CAFFE_VERSIONS, fan_in_fan_out
+from .init import describe, fill as fill_blob, filler_params
 from .layers.base import BIAS, WEIGHT
-from .rng import CaffeRNG, FastRNG
+from .rng import RNG_KINDS, CaffeRNG, make_rng
 
-FILLER_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
-_VARIANCE_NORMS = {"FAN_IN": 0, "FAN_OUT": 1, "AVERAGE": 2}
-
-
-def filler_parameter(spec) -> "caffe_pb2.FillerParameter":
-    """A ``FillerParameter`` from a message, a dict of its fields, a type name, or the
-    compact form ``"gaussian:std=0.01,mean=0"``."""
-    if spec is None or isinstance(spec, caffe_pb2.FillerParameter):
-        return spec
-    if isinstance(spec, str):
-        kind, _, rest = spec.partition(":")
-        d = {"type": kind}
-        for item in filter(None, (s.strip() for s in rest.split(","))):
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise UsageError(f"filler option '{item}' is not of the form key=value")
-            d[k.strip()] = v.strip()
-        spec = d
-    if not isinstance(spec, dict):
-        raise UsageError(f"a filler must be a FillerParameter, a dict or a string, not {type(spec).__name__}")
-    fp = caffe_pb2.FillerParameter()
-    for k, v in spec.items():
-        if v is None:
-            continue
-        if k == "variance_norm":
-            if isinstance(v, str):
-                if v.upper() not in _VARIANCE_NORMS:
-                    raise UsageError(f"variance_norm '{v}' is not one of FAN_IN, FAN_OUT, AVERAGE")
-                v = _VARIANCE_NORMS[v.upper()]
-            fp.variance_norm = int(v)
-        elif k == "type":
-            if v not in FILLER_TYPES:
-                raise UsageError(f"filler type '{v}' is not one of {', '.join(FILLER_TYPES)}")
-            fp.type = v
-        elif k in ("value", "min", "max", "mean", "std"):
-            try:
-                setattr(fp, k, float(v))
-            except ValueError:
-                raise UsageError(f"filler option {k}={v!r} is not a number") from None
-        elif k == "sparse":
-            try:
-                fp.sparse = int(v)
-            except ValueError:
-                raise UsageError(f"filler option sparse={v!r} is not an integer") from None
-        else:
-            raise UsageError(f"'{k}' is not a FillerParameter field (type, value, min, max, mean, std, "
-                             "sparse, variance_norm)")
-    return fp
-
-
-def describe_filler(fp) -> str:
-    """A short text for a FillerParameter: ``xavier(FAN_IN)``, ``gaussian(0,0.01)``..."""
-    if fp is None:
-        return "zero"
-    t = fp.type
-    norm = caffe_pb2.FillerParameter.VarianceNorm.Name(fp.variance_norm)
-    if t == "constant":
-        return f"constant({fp.value:g})"
-    if t == "uniform":
-        return f"uniform({fp.min:g},{fp.max:g})"
-    if t == "gaussian":
-        s = f"gaussian({fp.mean:g},{fp.std:g})"
-        return s + (f",sparse={fp.sparse}" if fp.sparse >= 0 else "")
-    if t in ("xavier", "msra"):
-        return f"{t}({norm})"
-    return t
+#: what ``batchnorm=`` (``--batchnorm``) may say to a layer's ``fresh_params``
+BATCHNORM_MODES = ("caffe", "identity")
 
 
 @dataclass
@@ -123,36 +57,42 @@ class BlobRecord:
 
 @dataclass
 class FilledNet:
-    """A net and the values of its parameter blobs.
+    """A net and the values of its parameter blobs, in memory.
 
-    ``blobs[layer name]`` lists the layer's arrays in Caffe's order; a shared blob is the
-    same array object as its owner's.
+    ``params[layer name]`` lists the layer's arrays in Caffe's order (pycaffe's
+    ``net.params``); a shared blob is the same array object as its owner's.  (The net's
+    activations are ``net.blobs``; ``FilledNet.blobs`` is kept as an alias of ``params``.)
     """
 
     net: object
-    blobs: dict
+    params: dict
     records: list = field(default_factory=list)
     seed: Optional[int] = None
     rng: str = "fast"
     warnings: list = field(default_factory=list)
 
+    @property
+    def blobs(self) -> dict:
+        """Deprecated alias of :attr:`params`."""
+        return self.params
+
     def save(self, path, progress=None) -> int:
         """Write a .caffemodel (atomically); returns its size in bytes."""
         from .caffemodel import write_caffemodel
 
-        return write_caffemodel(path, self.net, self.blobs, progress=progress)
+        return write_caffemodel(path, self.net, self.params, progress=progress)
 
     def save_npz(self, path) -> None:
         """Write an .npz with keys ``<layer>/<blob index>`` (atomically)."""
         from .atomic import atomic_path
 
-        arrays = {f"{l}/{i}": a for l, arrs in self.blobs.items() for i, a in enumerate(arrs)}
+        arrays = {f"{l}/{i}": a for l, arrs in self.params.items() for i, a in enumerate(arrs)}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
     def to_onnx(self, path=None, **options):
-        """Export to ONNX; see :func:`fillers.onnx_export.export`."""
-        from .onnx_export import export
+        """Export to ONNX; see :func:`fillers.onnx.export`."""
+        from .onnx import export
 
         return export(self, path, **options)
 
@@ -171,19 +111,28 @@ def _stats(a: np.ndarray):
     return mean, var ** 0.5
 
 
-def make_stream(rng="fast", seed=None):
-    """The random stream for ``rng`` ("fast" or "caffe") and ``seed`` (None: random)."""
-    if isinstance(rng, (CaffeRNG, FastRNG)):
-        return rng, getattr(rng, "seed", seed)
-    if seed is None:
-        seed = random.SystemRandom().randrange(2 ** 32)
-    if rng == "caffe":
-        if not 0 <= int(seed) < 2 ** 32:
-            raise UsageError(f"--seed {seed} is not an unsigned 32-bit value (Caffe's seed type)")
-        return CaffeRNG(int(seed)), int(seed)
-    if rng == "fast":
-        return FastRNG(int(seed)), int(seed)
-    raise UsageError(f"rng '{rng}' is not 'fast' or 'caffe'")
+def _stream(rng, seed):
+    """The random stream: a kind (``"fast"``/``"caffe"``) seeded with ``seed`` (None: a
+    random seed, kept in the stream's ``.seed``), or a stream object given as is."""
+    if not isinstance(rng, str):
+        return make_rng(rng)
+    if rng not in RNG_KINDS:
+        raise UsageError(f"rng '{rng}' is not one of {', '.join(RNG_KINDS)}")
+    try:
+        return make_rng(seed, kind=rng)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--seed {seed}: {exc}") from None
+
+
+def _override(spec, flag):
+    """A filler given by the user (``--filler``/``--bias-filler``), read once; None keeps
+    the layers' own."""
+    if spec is None:
+        return None
+    try:
+        return filler_params(spec)
+    except FillerError as exc:
+        raise UsageError(f"{flag} {spec if isinstance(spec, str) else ''}: {exc}".replace("  ", " ")) from None
 
 
 def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe_version="master",
@@ -191,10 +140,13 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
     """Fill every parameter blob of ``net`` as Caffe would.
 
     Args:
-        filler: replaces the weight filler of Convolution, Deconvolution, InnerProduct,
-            Embed and the weight matrices of LSTM/RNN (a FillerParameter, a dict, or
-            ``"xavier"`` / ``"gaussian:std=0.01"``); ``None`` keeps the prototxt's.
-        bias_filler: likewise for those layers' biases.
+        filler: replaces the filler of every blob whose layer type declares it a weight
+            (``LayerType.roles``: Convolution, Deconvolution, InnerProduct, Embed, the
+            weight matrices of LSTM/RNN, and fork types that say so); a FillerParameter,
+            a dict, or ``"xavier"`` / ``"gaussian:std=0.01"``; ``None`` keeps the
+            prototxt's.
+        bias_filler: likewise for the blobs declared biases (the biases of those layers;
+            not Scale/Bias shifts).
         seed: the seed (an unsigned 32-bit int for ``rng="caffe"``); ``None`` picks one,
             reported in ``FilledNet.seed``.
         rng: ``"fast"`` (numpy PCG64) or ``"caffe"`` (Caffe's boost::mt19937 stream, bit
@@ -206,19 +158,18 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
             layers) or ``"identity"`` (mean 0, variance 1, factor 1).
         progress: called as ``progress(done_values, total_values, layer_name)``.
     """
-    if caffe_version not in ("master", "1.0"):
-        raise UsageError(f"caffe_version '{caffe_version}' is not 'master' or '1.0'")
-    if batchnorm not in ("caffe", "identity"):
-        raise UsageError(f"batchnorm '{batchnorm}' is not 'caffe' or 'identity'")
-    weight_fp = filler_parameter(filler)
-    bias_fp = filler_parameter(bias_filler)
-    stream, seed = make_stream(rng, seed)
+    if caffe_version not in CAFFE_VERSIONS:
+        raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise UsageError(f"batchnorm '{batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
+    overrides = {WEIGHT: _override(filler, "--filler"), BIAS: _override(bias_filler, "--bias-filler")}
+    stream = _stream(rng, seed)
+    seed = getattr(stream, "seed", seed)
     trained = _load_weights(weights, net)
-    overridable = {"Convolution", "Deconvolution", "InnerProduct", "Embed", "LSTM", "RNN"}
     blobs: dict = {}
     records: list = []
     warnings: list = []
-    fresh_bn = []
+    fresh: dict = {}  # note -> [(layer name, type)]
     total = max(net.n_params, 1)
     done = 0
     draw_everything = isinstance(stream, CaffeRNG)
@@ -229,12 +180,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         if from_weights:
             _check_trained(layer, trained[layer.name])
         for idx, pb in layer.spec.draws(layer.params, layer.bottom_shapes):
-            fp = pb.filler
-            if layer.type in overridable:
-                if pb.role == WEIGHT and weight_fp is not None:
-                    fp = weight_fp
-                elif pb.role == BIAS and bias_fp is not None:
-                    fp = bias_fp
+            fp = overrides.get(pb.role) or pb.filler
             keep = idx is not None and layer.owners[idx] is None
             if fp is None:
                 if keep:
@@ -250,7 +196,7 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                                layer=layer.name, layer_type=layer.type) from None
             if keep:
                 arrays[idx] = values
-                descs[idx] = describe_filler(fp)
+                descs[idx] = describe(fp)
         for j, owner in enumerate(layer.owners):
             if owner is not None:
                 oli, obj = owner
@@ -265,13 +211,12 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                     blobs[net.layers[oli].name][obj] = data
                 arrays[j] = data
                 descs[j] = "weights"
-        if layer.type == "BatchNorm" and not from_weights:
-            if batchnorm == "identity":
-                arrays = [np.zeros(layer.params[0].shape, np.float32), np.ones(layer.params[1].shape, np.float32),
-                          np.ones(layer.params[2].shape, np.float32)]
-                descs = ["identity"] * 3
-            else:
-                fresh_bn.append(layer.name)
+        if not from_weights:
+            replaced, note = layer.spec.fresh_params(arrays, batchnorm)
+            if replaced is not None:
+                arrays, descs = list(replaced), ["identity"] * len(replaced)
+            if note:
+                fresh.setdefault(note, []).append(layer)
         blobs[layer.name] = arrays
         for j, (pb, arr) in enumerate(zip(layer.params, arrays)):
             try:
@@ -284,16 +229,14 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         done += layer.n_params
         if progress is not None:
             progress(done, total, layer.name)
-    if fresh_bn:
-        shown = ", ".join(fresh_bn[:5]) + (f" and {len(fresh_bn) - 5} more" if len(fresh_bn) > 5 else "")
-        warnings.append(
-            f"{len(fresh_bn)} BatchNorm layer(s) ({shown}) hold fresh statistics (mean 0, variance 0, factor 0): "
-            "at inference Caffe multiplies their input by 1/sqrt(eps) (316x at eps 1e-5); "
-            "use --batchnorm identity for mean 0, variance 1")
+    for note, layers in fresh.items():
+        names = [l.name for l in layers]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.append(f"{len(layers)} {layers[0].type} layer(s) ({shown}) hold {note}")
     _fix_shared_after_weights(net, blobs)
     for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
         r.array = blobs[r.layer][r.index]
-    return FilledNet(net=net, blobs=blobs, records=records, seed=seed,
+    return FilledNet(net=net, params=blobs, records=records, seed=seed,
                      rng="caffe" if draw_everything else "fast", warnings=warnings)
 
 
@@ -307,30 +250,59 @@ def _fix_shared_after_weights(net, blobs):
 
 
 def _load_weights(weights, net) -> dict:
-    if weights is None:
-        return {}
-    if isinstance(weights, dict):
-        src = weights
-    else:
-        from .caffemodel import read_caffemodel
+    """The trained blobs to copy, as Caffe's ``CopyTrainedLayersFrom`` picks them: every
+    layer of the weights that the net has (a layer without blobs too: the count check
+    then applies), the file's other layers ignored.
 
-        src = read_caffemodel(weights)
-    names = {l.name for l in net.layers}
-    return {k: v for k, v in src.items() if k in names and len(v)}
+    Returns a :class:`fillers.caffemodel.TrainedWeights` (a dict ``{layer: arrays}``)
+    whose ``copied``, ``filled`` and ``ignored`` name the layers copied, the net's layers
+    with parameters left to fill, and the weights' layers the net does not have.
+    """
+    from .caffemodel import TrainedWeights, read_caffemodel
+
+    if weights is None:
+        return TrainedWeights()
+    names = [l.name for l in net.layers]
+    wanted = set(names)
+    if isinstance(weights, dict):
+        src, file_names, path = weights, list(weights), None
+    else:
+        src = read_caffemodel(weights, layers=wanted)
+        file_names, path = src.layer_names, src.path
+    out = TrainedWeights({k: v for k, v in src.items() if k in wanted}, path=path)
+    out.copied = [n for n in names if n in out]
+    out.filled = [l.name for l in net.layers if l.params and l.name not in out]
+    out.ignored = list(dict.fromkeys(n for n in file_names if n not in wanted))
+    return out
+
+
+def _shape_text(shape) -> str:
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return f"{list(shape)} ({count} value{'s' if count != 1 else ''})"
 
 
 def _check_trained(layer, arrays):
-    """Caffe's CopyTrainedLayersFrom checks: blob count, then each blob's shape (a legacy
-    4-d num/channels/height/width blob matches when its shape, padded with leading 1s,
-    is the same)."""
+    """Caffe's CopyTrainedLayersFrom checks: the blob count, then each blob's shape with
+    ``Blob::ShapeEquals``: a blob read with the legacy num/channels/height/width fields
+    matches a net blob of at most 4 axes whose shape, padded with leading 1s to 4 axes, is
+    the same; a blob read with ``shape`` (or with no axes) must match exactly.  Arrays
+    that do not say how they were stored (a dict of arrays) get the legacy rule when
+    4-d."""
     if len(arrays) != len(layer.params):
-        raise NetError(f"the weights file has {len(arrays)} blob(s) for this layer, the net needs "
-                       f"{len(layer.params)}", layer=layer.name, layer_type=layer.type)
+        raise NetError(f"incompatible number of blobs: the weights file has {len(arrays)} blob(s) for this "
+                       f"layer, the net needs {len(layer.params)}", layer=layer.name, layer_type=layer.type)
+    legacy = getattr(arrays, "legacy", None)
     for j, (a, pb) in enumerate(zip(arrays, layer.params)):
-        got, want = tuple(a.shape), tuple(pb.shape)
-        if got == want:
-            continue
-        if len(got) == 4 and len(want) <= 4 and got == (1,) * (4 - len(want)) + want:
-            continue
-        raise NetError(f"cannot copy blob {j} from the weights file: its shape is {list(got)}, the net's "
-                       f"is {list(want)}", layer=layer.name, layer_type=layer.type)
+        got, want = tuple(int(d) for d in np.shape(a)), tuple(int(d) for d in pb.shape)
+        padded = len(want) <= 4 and got == (1,) * (4 - len(want)) + want
+        if legacy is None:
+            ok = got == want or (len(got) == 4 and padded)
+        else:
+            ok = padded if legacy[j] else got == want
+        if not ok:
+            raise NetError(f"cannot copy blob {j} from the weights file: shape mismatch; the file's shape is "
+                           f"{_shape_text(got)}, the net's is {_shape_text(want)}; to learn this layer's "
+                           "parameters from scratch rather than copying them, rename the layer",
+                           layer=layer.name, layer_type=layer.type)

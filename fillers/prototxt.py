@@ -3,11 +3,14 @@ SolverParameter with ``net_param {}``), phase/stage/level filtering as Caffe's
 ``Net::FilterNet`` applies it, and the upgrades of Caffe's ``upgrade_proto.cpp`` that
 matter for building a net (V1 layers, ``input:`` fields).
 
-Fork fields (e.g. ``ceil_mode`` in ``pooling_param``, from Caffe forks used by many model
-zoos) are not in BVLC's schema.  They are read by a tolerant pre-pass: the field is blanked
-out of the text (line numbers kept) with a warning naming it, and the parse retried.  The
-one fork field with an exact BVLC meaning, ``pooling_param.ceil_mode``, becomes
-``round_mode`` (true: CEIL, false: FLOOR).
+Fork fields (e.g. ``ceil_mode`` in ``pooling_param``, ``shuffle_channel_param``, from
+Caffe forks used by many model zoos) are not in BVLC's schema.  One walk over the text with
+the schema finds them; each is blanked out of the text (line numbers kept) and its value
+text kept for the layer it belongs to, where a layer type that declares the field
+(``LayerType.fork_params``) reads it parsed.  A field no layer type consumes gets a warning
+naming it (given by :func:`fillers.net.load`, which knows the types).  The one fork field
+with an exact BVLC meaning, ``pooling_param.ceil_mode``, becomes ``round_mode`` (true:
+CEIL, false: FLOOR).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from google.protobuf import text_format
 
 from . import caffe_pb2
 from .errors import NetError, ParseError
+from .upgrade_v0 import needs_v0_upgrade, upgrade_v0
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 PHASES = {"TRAIN": TRAIN, "TEST": TEST}
@@ -35,11 +39,14 @@ class ReadResult:
     net: object  # caffe_pb2.NetParameter, upgraded to V2 layers with an Input layer
     path: str
     warnings: list = field(default_factory=list)
-    from_solver: bool = False
+    #: the file's format: "V2", "V1" (``layers {}``) or "V0" (upgraded as Caffe does)
     format: str = "V2"
     #: per layer of ``net.layer`` (same order): ``{field name: value text}`` of the fork
-    #: fields read out of that layer's text, for plugins of fork layer types
+    #: fields read out of that layer's text, for fork layer types
     fork_fields: list = field(default_factory=list)
+    #: per layer: ``{field name: warning}`` for those fields, to give unless the layer's
+    #: type consumes the field
+    fork_warnings: list = field(default_factory=list)
 
 
 def _position(text: str, line: int, col: int) -> int:
@@ -187,9 +194,10 @@ def _walk(text: str, root):
 def parse_text(text: str, message, path: str, warnings: list, stripped: list | None = None):
     """Parse ``text`` into ``message``, blanking out fork fields with a warning each.
 
-    ``stripped`` (if given) receives ``(offset, owner message, field name, value text)`` for
-    every field blanked out, and finally ``(None, None, None, layer blocks)`` with the
-    spans of the layer blocks in the text as parsed (the offsets refer to it)."""
+    ``stripped`` (if given) receives ``(offset, owner message, field name, value text,
+    warning)`` for every field blanked out (the warning is then left to the caller), and
+    finally ``(None, None, None, layer blocks, None)`` with the spans of the layer blocks
+    in the text as parsed (the offsets refer to it)."""
 
     def strip(text, start, end, owner, name):
         value = text[start:end].split(name, 1)[1].lstrip().lstrip(":").strip()
@@ -201,26 +209,28 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
             replacement = f"round_mode:{mode}"
             warnings.append(f"{path}:{line}:{col}: fork field pooling_param.ceil_mode: {value} "
                             f"read as BVLC's round_mode: {mode}")
-        else:
-            shown = value.split("\n")[0]
-            shown = shown if len(shown) <= 30 and "{" not in shown else "{...}"
-            warnings.append(f"{path}:{line}:{col}: ignoring field '{name}' ({owner.split('.')[-1]}; value {shown}), "
-                            "which BVLC Caffe does not have")
+        shown = value.split("\n")[0]
+        shown = shown if len(shown) <= 30 and "{" not in shown else "{...}"
+        note = None if replacement else (
+            f"{path}:{line}:{col}: ignoring field '{name}' ({owner.split('.')[-1]}; value {shown}), "
+            "which BVLC Caffe does not have")
         if stripped is not None:
-            stripped.append((start, owner, name, value))
+            stripped.append((start, owner, name, value, note))
+        elif note:
+            warnings.append(note)
         return _blank(text, start, end, replacement)
 
     for start, end, owner, name in reversed(_walk(text, message.DESCRIPTOR)[0]):
         text = strip(text, start, end, owner, name)
     if stripped is not None:
         stripped.sort(key=lambda s: s[0])
-    warnings.sort(key=lambda w: [int(x) if x.isdigit() else x for x in re.split(r":(\d+):(\d+):", w, 1)[1:3]])
+    warnings.sort(key=warning_position)
     for _ in range(_MAX_FORK_FIELDS):
         try:
             text_format.Parse(text, message, allow_unknown_extension=False)
             if stripped is not None:
                 blocks = _walk(text, message.DESCRIPTOR)[1] if stripped else []  # only needed for fork fields
-                stripped.append((None, None, None, blocks))
+                stripped.append((None, None, None, blocks, None))
             return message
         except text_format.ParseError as exc:
             msg = str(exc)
@@ -234,6 +244,11 @@ def parse_text(text: str, message, path: str, warnings: list, stripped: list | N
             text = strip(text, start, end, m.group(1), m.group(2))
             message.Clear()
     raise ParseError(path, "too many fields unknown to BVLC Caffe")
+
+
+def warning_position(warning: str):
+    """Sort key of a ``FILE:LINE:COL: ...`` warning: its line and column."""
+    return [int(x) for x in re.split(r":(\d+):(\d+):", warning, 1)[1:3]]
 
 
 def read_text_file(path) -> str:
@@ -272,7 +287,6 @@ def read_net(path, text: str | None = None) -> ReadResult:
     warnings: list = []
     stripped: list = []
     net = caffe_pb2.NetParameter()
-    from_solver = False
     try:
         parse_text(text, net, path, warnings, stripped)
     except ParseError as exc:
@@ -282,7 +296,6 @@ def read_net(path, text: str | None = None) -> ReadResult:
         warnings.clear()
         stripped.clear()
         solver = parse_text(text, caffe_pb2.SolverParameter(), path, warnings, stripped)
-        from_solver = True
         if solver.HasField("net_param"):
             net = solver.net_param
         elif solver.HasField("train_net_param"):
@@ -297,39 +310,52 @@ def read_net(path, text: str | None = None) -> ReadResult:
                 raise ParseError(path, f"this solver file names the net '{ref}', which is not at "
                                  f"{ref_path}; give the net's own prototxt instead") from None
             inner = read_net(ref_path)
-            inner.from_solver = True
             inner.warnings[:0] = warnings
             return inner
-    fork = _fork_fields_by_layer(stripped, max(len(net.layer), len(net.layers)))
+    fork, fork_warnings = _fork_fields_by_layer(stripped, max(len(net.layer), len(net.layers)), warnings)
     fmt = "V2"
     if len(net.layers):
         fmt = "V1"
         if len(net.layer):
             raise ParseError(path, "the file mixes V2 'layer {}' and V1 'layers {}' entries; use one kind")
+        if needs_v0_upgrade(net):
+            fmt = "V0"
+            net, kept = upgrade_v0(net, path, warnings)
+            fork = [fork[i] for i in kept] if len(fork) > max(kept, default=-1) else [{} for _ in kept]
+            fork_warnings = [fork_warnings[i] for i in kept] if len(fork_warnings) > max(kept, default=-1) \
+                else [{} for _ in kept]
         net = upgrade_v1(net, path)
     if upgrade_inputs(net, path):
         fork.insert(0, {})
-    upgrade_batchnorm(net)
-    return ReadResult(net=net, path=path, warnings=warnings, from_solver=from_solver, format=fmt,
-                      fork_fields=fork)
+        fork_warnings.insert(0, {})
+    upgrade_types(net)
+    return ReadResult(net=net, path=path, warnings=warnings, format=fmt, fork_fields=fork,
+                      fork_warnings=fork_warnings)
 
 
-def _fork_fields_by_layer(stripped, n_layers):
-    """Map the fork fields blanked out of the text to the layers whose blocks held them."""
+def _fork_fields_by_layer(stripped, n_layers, warnings):
+    """Map the fork fields blanked out of the text to the layers whose blocks held them:
+    ``(fields, notes)``, a ``{key: value text}`` and a ``{key: warning}`` per layer.  The
+    key is the field's name for a field of the layer itself, ``Message.name`` deeper down.
+    Warnings of fields outside any layer go to ``warnings`` at once."""
     out = [{} for _ in range(n_layers)]
-    if len(stripped) < 2:
-        return out
+    notes = [{} for _ in range(n_layers)]
+    if not stripped:
+        return out, notes
     blocks = stripped[-1][3]
-    if len(blocks) != n_layers:
-        return out
-    for offset, owner, name, value in stripped[:-1]:
-        for i, (a, b) in enumerate(blocks):
+    for offset, owner, name, value, note in stripped[:-1]:
+        for i, (a, b) in enumerate(blocks if len(blocks) == n_layers else ()):
             if a <= offset < b:
                 key = name if owner in ("caffe.LayerParameter", "caffe.V1LayerParameter") else \
                     f"{owner.split('.')[-1]}.{name}"
                 out[i][key] = value
+                if note:
+                    notes[i][key] = note
                 break
-    return out
+        else:
+            if note:
+                warnings.append(note)
+    return out, notes
 
 
 # ---- upgrades --------------------------------------------------------------------------
@@ -355,14 +381,13 @@ _V2_MESSAGE_FIELDS = {f.name for f in caffe_pb2.LayerParameter.DESCRIPTOR.fields
 
 def upgrade_v1(net, path):
     """V1 ``layers {}`` to V2 ``layer {}``, as Caffe's UpgradeV1Net does."""
+    if needs_v0_upgrade(net):
+        net = upgrade_v0(net, path)[0]
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layers[:]
     enum = caffe_pb2.V1LayerParameter.LayerType
     for v1 in net.layers:
-        if v1.HasField("layer"):
-            raise ParseError(path, f"layer '{v1.name or v1.layer.name}' is in Caffe's V0 format; upgrade it "
-                             "with Caffe's upgrade_net_proto_text first")
         lp = out.layer.add()
         lp.name = v1.name
         lp.type = V1_TYPES.get(enum.Name(v1.type), enum.Name(v1.type))
@@ -425,11 +450,14 @@ def upgrade_inputs(net, path):
     return True
 
 
-def upgrade_batchnorm(net):
-    """Caffe drops the three old ``param { lr_mult: 0 }`` entries of BatchNorm layers."""
+def upgrade_types(net):
+    """The per-type upgrades of Caffe's ``upgrade_proto`` (``LayerType.upgrade``)."""
+    from .layers import lookup
+
     for lp in net.layer:
-        if lp.type == "BatchNorm" and len(lp.param) == 3:
-            del lp.param[:]
+        cls = lookup(lp.type)
+        if cls is not None:
+            cls.upgrade(lp)
 
 
 # ---- filtering -------------------------------------------------------------------------

@@ -919,6 +919,8 @@ class FastRNG:
                                                       np.random.BitGenerator))):
                 raise TypeError("A fast stream is seeded with None, an int, a SeedSequence, a "
                                 f"BitGenerator or a Generator, not {type(seed).__name__}.")
+            if seed is None:  # pick a seed that can be reported and used again
+                seed = int(np.random.SeedSequence().generate_state(1)[0])
             self._gen = np.random.default_rng(seed)
             self.seed = int(seed) if isinstance(seed, (int, np.integer)) else None
 

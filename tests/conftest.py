@@ -1,3 +1,11 @@
+"""Shared test helpers.
+
+The reference data (the corpus of real prototxt files and the goldens made by real Caffe)
+lives in ``../shared`` (or ``$CAFFE_FILLERS_SHARED``).  Tests that read it carry the
+``shared`` marker (per test, or ``pytestmark`` for a whole module); without the data they
+are skipped with one reason, and the unit tests still run.
+"""
+
 import json
 import os
 import pathlib
@@ -9,6 +17,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("CAFFE_FILLERS_SHARED", REPO.parent / "shared"))
 CORPUS = SHARED / "corpus"
 GOLDEN = SHARED / "golden"
+HAVE_SHARED = (GOLDEN / "index.json").exists() and (CORPUS / "MANIFEST.tsv").exists()
+SKIP_REASON = f"reference data not found at {SHARED} (set CAFFE_FILLERS_SHARED)"
+
+#: golden nets we cannot read yet, with the reason: their tests are expected failures
+KNOWN_FAILURES: dict = {}
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -25,15 +38,27 @@ _INDEX = None
 
 
 def golden_index():
+    """``golden/index.json`` (an empty index when the reference data is missing)."""
     global _INDEX
     if _INDEX is None:
-        _INDEX = json.loads((GOLDEN / "index.json").read_text())
+        path = GOLDEN / "index.json"
+        _INDEX = json.loads(path.read_text()) if path.exists() else {"nets": {}}
     return _INDEX
 
 
+def golden_param(net_id: str, value=None, marks=(), id=None):
+    """``pytest.param(value)`` (default: the net id) for a test of golden net ``net_id``:
+    an expected failure when the net is in KNOWN_FAILURES."""
+    marks = list(marks)
+    if net_id in KNOWN_FAILURES:
+        marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[net_id], strict=False))
+    return pytest.param(net_id if value is None else value, marks=marks, id=id or net_id)
+
+
 def pytest_collection_modifyitems(config, items):
-    if not SHARED.exists():
-        skip = pytest.mark.skip(reason=f"shared data not found at {SHARED}")
-        for item in items:
-            if "shared" in item.keywords:
-                item.add_marker(skip)
+    if HAVE_SHARED:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("shared") is not None:
+            item.add_marker(skip)

@@ -4,7 +4,7 @@ run; --weights copies trained blobs by layer name with Caffe's checks."""
 import numpy as np
 import pytest
 
-from conftest import golden_index, golden_source
+from conftest import golden_index, golden_param, golden_source
 from fillers import caffe_pb2
 from fillers.caffemodel import read_caffemodel, write_caffemodel
 from fillers.cli import main
@@ -19,11 +19,13 @@ OPENCV_NETS = [n for n, e in sorted(golden_index()["nets"].items())
                and (e.get("n_params") or 0) <= 30_000_000]
 
 
+@pytest.mark.shared
 def test_opencv_list_is_not_empty():
     assert len(OPENCV_NETS) >= 12
 
 
-@pytest.mark.parametrize("net_id", OPENCV_NETS)
+@pytest.mark.shared
+@pytest.mark.parametrize("net_id", [golden_param(n) for n in OPENCV_NETS])
 def test_opencv_loads_and_runs_our_caffemodel(net_id, tmp_path):
     net = load(golden_source(net_id))
     filled = net.fill(filler="xavier", seed=3, batchnorm="identity")
@@ -49,6 +51,7 @@ def test_opencv_loads_and_runs_our_caffemodel(net_id, tmp_path):
         assert np.isfinite(out).all()
 
 
+@pytest.mark.shared
 def test_caffemodel_parses_with_protobuf_and_keeps_layer_params(tmp_path):
     net = load(golden_source("BVLC__caffe__examples__mnist__lenet"))
     filled = net.fill(seed=0)
@@ -62,6 +65,7 @@ def test_caffemodel_parses_with_protobuf_and_keeps_layer_params(tmp_path):
     assert np.array_equal(np.array(conv.blobs[0].data, np.float32).reshape(20, 1, 5, 5), filled.blobs["conv1"][0])
 
 
+@pytest.mark.shared
 def test_weights_round_trip(tmp_path):
     src = golden_source("forresti__SqueezeNet__SqueezeNet_v1.1__deploy")
     first = tmp_path / "a.caffemodel"
@@ -75,6 +79,7 @@ def test_weights_round_trip(tmp_path):
             assert np.array_equal(x, y), k
 
 
+@pytest.mark.shared
 def test_weights_fill_only_the_rest(tmp_path):
     net = load(golden_source("BVLC__caffe__examples__mnist__lenet"))
     trained = {"conv1": [np.full((20, 1, 5, 5), 0.5, np.float32), np.full((20,), -1, np.float32)]}
@@ -85,6 +90,7 @@ def test_weights_fill_only_the_rest(tmp_path):
     assert sources[("conv1", 0)] == "weights" and sources[("conv2", 0)] == "filled"
 
 
+@pytest.mark.shared
 def test_weights_shape_mismatch_is_caffes_error():
     net = load(golden_source("BVLC__caffe__examples__mnist__lenet"))
     with pytest.raises(NetError, match=r"layer 'conv1' \(Convolution\): cannot copy blob 0 .* \[20, 1, 3, 3\]"):
@@ -114,6 +120,7 @@ def test_reads_v1_caffemodel_with_legacy_dims(tmp_path):
     assert filled.blobs["conv1"][1].tolist() == [7.0, 8.0]
 
 
+@pytest.mark.shared
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     net = load(golden_source("BVLC__caffe__examples__mnist__lenet"))
     filled = net.fill(seed=0)

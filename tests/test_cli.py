@@ -66,6 +66,7 @@ def test_bad_nets_name_the_layer(tmp_path, text, needle):
     assert proc.stdout == ""
 
 
+@pytest.mark.shared
 def test_missing_database_shape_shows_the_flag():
     proc = run([CORPUS / "BVLC__caffe/models__bvlc_alexnet__train_val.prototxt", "--dry-run"])
     assert proc.returncode == 1

@@ -1,6 +1,6 @@
 """The fillers: bit-exact against real Caffe's fills, Caffe's CHECKs, and statistics.
 
-The golden fills in /work/shared/golden/fills were written by BVLC Caffe (master
+The golden fills in ../shared/golden/fills were written by BVLC Caffe (master
 9b891540): ``caffe.set_random_seed(seed)`` then ``caffe.Net(prototxt, TEST)``, which fills
 layer by layer in net order, each layer's weight filler then its bias filler, from one
 stream.  Here the nets are walked by hand (layer lists written out below) with one
@@ -16,13 +16,15 @@ import types
 import numpy as np
 import pytest
 
+import conftest
+
 from fillers.fans import FillerError, fan_in_fan_out, variance_norm_n
-from fillers.fill import (FILLERS, bilinear, constant, fill, filler_params, gaussian, msra,
+from fillers.init import (FILLERS, bilinear, constant, fill, filler_params, gaussian, msra,
                           positive_unitball, uniform, variance_scaling, xavier)
 from fillers.rng import CaffeRNG, FastRNG
 
-FILL_MODULE = sys.modules["fillers.fill"]          # fillers.fill is also the function's name
-GOLDEN = "/work/shared/golden/fills"
+FILL_MODULE = sys.modules["fillers.init"]
+GOLDEN = str(conftest.GOLDEN / "fills")
 f32 = np.float32
 
 
@@ -355,7 +357,7 @@ def test_fill_takes_caffe_pb2_messages():
 
 def test_unknown_filler_type_lists_the_known_ones():
     with pytest.raises(ValueError) as e:
-        fill((3, 3), {"type": "orthogonal"})
+        fill((3, 3), {"type": "lecun_normal"})
     for name in FILLERS:
         assert name in str(e.value)
 

@@ -104,3 +104,57 @@ def test_fresh_batchnorm_overflow_is_explained(tmp_path, capsys):
     assert err.strip().splitlines()[-1] == f"fill-net: error: the check of {onnx_path} failed (outputs: x); see the warnings above"
     assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path),
                  "--batchnorm", "identity"]) == 0
+
+
+def test_overrides_follow_the_declared_roles(model):
+    """--filler replaces what the layer types declare weights, --bias-filler their biases;
+    Scale's gain and shift (declared OTHER) keep the layer's own fillers."""
+    filled = load(model).fill(filler="constant:value=3", bias_filler="constant:value=-2", seed=0)
+    assert (filled.params["conv"][0] == 3).all() and (filled.params["fc"][0] == 3).all()
+    assert (filled.params["conv"][1] == -2).all() and (filled.params["fc"][1] == -2).all()
+    assert (filled.params["sc"][0] == 1).all() and (filled.params["sc"][1] == 0).all()
+    assert filled.blobs is filled.params  # the older name
+
+
+def test_filler_compact_form_and_flags_are_one_filler(model, tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main([str(model), "--filler", "gaussian:std=0.25,mean=1", "--seed", "3", "-q", "--npz", str(a),
+                 "--no-caffemodel"]) == 0
+    assert main([str(model), "--filler", "gaussian", "--std", "0.25", "--mean", "1", "--seed", "3", "-q",
+                 "--npz", str(b), "--no-caffemodel"]) == 0
+    wa, wb = np.load(a)["fc/0"], np.load(b)["fc/0"]
+    assert np.array_equal(wa, wb) and abs(wa.mean() - 1) < 0.05 and abs(wa.std() - 0.25) < 0.02
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--filler", "gaussian:stdev=1", "'stdev'"),
+    ("--filler", "gaussian:std=abc", "std='abc' is not a number"),
+    ("--bias-filler", "nonsense", "invalid choice: 'nonsense'"),
+    ("--bias-filler", "constant:0.1", "'0.1' is not of the form key=value"),
+])
+def test_bad_compact_fillers_are_usage_errors(model, capsys, flag, value, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(model), flag, value, "--dry-run"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_help_lists_what_the_override_flags_replace(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "which blobs --filler and --bias-filler replace" in out
+    lines = {l.split()[0]: l for l in out.splitlines() if "--bias-filler:" in l and l.startswith("  ")}
+    assert "W_hc" in lines["LSTM"] and "b_o" in lines["RNN"] and "Scale" not in lines
+    for name in ("xavier", "msra", "positive_unitball", "bilinear"):
+        assert any(l.startswith(f"  {name} ") for l in out.splitlines())
+
+
+def test_data_layer_inputs_are_listed(tmp_path, capsys):
+    p = tmp_path / "data.prototxt"
+    p.write_text('layer { name: "d" type: "Data" top: "data" top: "label" }\n'
+                 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }\n'
+                 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n')
+    assert main([str(p), "--phase", "TRAIN", "--input", "data=4,3,5,5", "--dry-run"]) == 0
+    assert "inputs: data, label;" in capsys.readouterr().out

@@ -5,23 +5,26 @@ import json
 
 import pytest
 
-from conftest import GOLDEN, golden_source
+from conftest import GOLDEN, golden_index, golden_param, golden_source
 from fillers.cli import main
+
+pytestmark = pytest.mark.shared
 
 SHAPES = sorted(p for p in (GOLDEN / "shapes").glob("*.json") if json.loads(p.read_text())["loaded"])
 
 
-def test_there_are_golden_nets():
-    assert len(SHAPES) == 26
+def test_every_net_caffe_loaded_has_a_shape_file():
+    loaded = sorted(k for k, e in golden_index()["nets"].items() if e["loaded"])
+    assert loaded and [json.loads(p.read_text())["net"] for p in SHAPES] == loaded
 
 
 def _unsplit(name: str, split_names: dict) -> str:
     return split_names.get(name, name)
 
 
-@pytest.mark.parametrize("path", SHAPES, ids=[p.stem for p in SHAPES])
-def test_json_matches_caffe(path, capsys):
-    gold = json.loads(path.read_text())
+@pytest.mark.parametrize("net_id", [golden_param(p.stem) for p in SHAPES])
+def test_json_matches_caffe(net_id, capsys):
+    gold = json.loads((GOLDEN / "shapes" / f"{net_id}.json").read_text())
     status = main([str(golden_source(gold["net"])), "--json"])
     out = capsys.readouterr().out
     assert status == 0

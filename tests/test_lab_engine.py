@@ -229,4 +229,4 @@ def test_golden_backward(net_id, entry):
 
 @pytest.mark.parametrize("net_id,entry", _ids("signal"))
 def test_golden_signal(net_id, entry):
-    _run("signal", net_id, entry, lambda net: net.fill(seed=1701, rng="caffe").blobs)
+    _run("signal", net_id, entry, lambda net: net.fill(seed=1701, rng="caffe").params)

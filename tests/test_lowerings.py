@@ -11,7 +11,7 @@ import pytest
 
 from fillers.errors import ExportError
 from fillers.net import load
-from fillers.onnx_export import export, export_with_info, ort_session
+from fillers.onnx import export, export_with_info, ort_session
 
 INPUT = 'layer {{ name: "in" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
 
@@ -450,9 +450,11 @@ def test_prelu_shared_and_per_channel(tmp_path):
     assert_close(out["ps"], np.maximum(x, 0) + float(blobs["ps"][0]) * np.minimum(x, 0))
     ip = x.reshape(2, -1) @ blobs["ip"][0].T.astype(np.float64) + blobs["ip"][1]
     assert_close(out["p2"], np.maximum(ip, 0) + blobs["p2"][0] * np.minimum(ip, 0))
-    # OpenCV cannot read the blob of no axes of a shared slope: compare the per-channel one
-    net2, blobs2 = build(tmp_path, text.split('layer { name: "ps"')[0], fix={"pc": blobs["pc"]})
-    assert_close(out["pc"], opencv(tmp_path, net2, blobs2, feeds, ["pc"])[0])
+    # the shared slope is written as Caffe writes a blob of no axes (no shape, no legacy
+    # dims), which OpenCV reads
+    cv = opencv(tmp_path, net, blobs, feeds, ["pc", "ps"])
+    assert_close(out["pc"], cv[0])
+    assert_close(out["ps"], cv[1])
 
 
 # ---- shapes and element-wise --------------------------------------------------------------
@@ -815,3 +817,32 @@ def test_layer_rules_found_while_lowering(tmp_path):
               'spp_param { pyramid_height: 3 } }\n')
     with pytest.raises(NetError, match="too many"):
         build(tmp_path, inp("data", 1, 2, 3, 4, 5) + 'layer { name: "p" type: "PReLU" bottom: "data" top: "p" }\n')
+
+
+def test_layer_left_out_on_purpose_and_what_needs_it(tmp_path, request):
+    """A lowering that calls ctx.leave_out: the layer and the layers that need its tops
+    are left out with one note; what they consumed becomes an output; the rest exports."""
+    from fillers.layers import LayerType, base, register
+
+    class Opaque(LayerType):
+        def lower(self, ctx):
+            ctx.leave_out("its arithmetic has no exact ONNX form")
+
+    register("Opaque")(Opaque)
+    request.addfinalizer(lambda: base._REGISTRY.pop("Opaque", None))
+    text = inp("data", 1, 2, 3, 3) + (
+        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
+        'layer { name: "op" type: "Opaque" bottom: "r" top: "o" }\n'
+        'layer { name: "after" type: "Sigmoid" bottom: "o" top: "s" }\n'
+        'layer { name: "t" type: "TanH" bottom: "data" top: "t" }\n')
+    net, blobs = build(tmp_path, text)
+    model, info = export_with_info(net, blobs)
+    assert sorted(o.name for o in model.graph.output) == ["r", "t"]
+    assert set(info.left_out) == {"op", "after"}
+    note = next(w for w in info.warnings if w.startswith("left out 2 layer(s)"))
+    assert "'op' (Opaque): its arithmetic has no exact ONNX form" in note
+    assert "'after' (Sigmoid): needs 'o' from layer 'op'" in note and note.endswith("outputs left out: o, s")
+    feeds = feeds_for(net)
+    out = run(net, blobs, feeds)
+    assert_close(out["r"], np.maximum(feeds["data"], 0))
+    assert_close(out["t"], np.tanh(feeds["data"].astype(np.float64)))

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import golden_param
 from fillers.errors import ExportError
 from fillers.net import load
-from fillers.onnx_export import export, export_and_check, export_with_info, ort_session
+from fillers.onnx import export, export_and_check, export_with_info, ort_session
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CAFFE_FILLERS_SHARED", REPO.parent / "shared"))
@@ -30,6 +31,7 @@ SLOW_PARAMS = 5_000_000
 if not (GOLDEN / "index.json").exists():
     pytest.skip(f"no goldens at {GOLDEN} (set CAFFE_FILLERS_SHARED)", allow_module_level=True)
 
+pytestmark = pytest.mark.shared
 INDEX = json.loads((GOLDEN / "index.json").read_text())
 ROWS: list = []
 
@@ -70,7 +72,7 @@ def _ids():
         net_id = f.stem
         entry = INDEX["nets"].get(net_id, {})
         marks = [pytest.mark.slow] if entry.get("n_params", 0) > SLOW_PARAMS else []
-        out.append(pytest.param(net_id, marks=marks, id=net_id))
+        out.append(golden_param(net_id, marks=marks))
     return out
 
 
@@ -212,7 +214,7 @@ def test_no_check_and_missing_weights(tmp_path):
 def test_external_data(tmp_path, monkeypatch):
     import onnx
 
-    from fillers import onnx_export
+    from fillers.onnx import writer as onnx_export
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1000)  # pretend the weights pass 2 GB
     net = load(str(net_path(SMALL)))

@@ -49,6 +49,7 @@ def test_crlf_and_single_quotes(tmp_path):
     assert net.blobs["conv"] == (2, 4, 6, 6)
 
 
+@pytest.mark.shared
 def test_v1_file_equals_its_v2_twin():
     v1 = load(CORPUS / "BVLC__caffe/models__bvlc_reference_caffenet__deploy__v1_at_11a4c16.prototxt")
     v2 = load(CORPUS / "BVLC__caffe/models__bvlc_reference_caffenet__deploy.prototxt")
@@ -57,6 +58,7 @@ def test_v1_file_equals_its_v2_twin():
     assert v1.layers[0].name == "input" and v1.layers[0].type == "Input"
 
 
+@pytest.mark.shared
 def test_v1_blobs_lr_and_weight_decay_become_param_specs():
     net = load(CORPUS / "BVLC__caffe/examples__mnist__lenet_train_test__v1_at_11a4c16.prototxt",
                input_shapes={"data": (64, 1, 28, 28)})
@@ -66,6 +68,7 @@ def test_v1_blobs_lr_and_weight_decay_become_param_specs():
     assert conv.convolution_param.weight_filler.type == "xavier"
 
 
+@pytest.mark.shared
 def test_solver_file_with_net_param():
     path = CORPUS / "ducha-aiki__LSUVinit/examples__lsuv__mnist__fitnet_mnist_lsuv_rms_SVM.prototxt"
     net = load(path, input_shapes={"data": (2, 1, 28, 28)})

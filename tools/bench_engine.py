@@ -86,7 +86,7 @@ def main(argv=None):
 
     from fillers.lab import Engine
     from fillers.net import load
-    from fillers.onnx_export import export
+    from fillers.onnx import export
 
     path = Path(args.net) if args.net else next((p for p in CANDIDATES if p.exists()), CANDIDATES[0])
     text = path.read_text()

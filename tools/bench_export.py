@@ -72,7 +72,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 from fillers.net import load
-from fillers.onnx_export import export_with_info
+from fillers.onnx import export_with_info
 t1 = time.perf_counter()
 net = load(sys.argv[1])
 t2 = time.perf_counter()

@@ -71,7 +71,7 @@ def main(argv=None):
                 detail = f"{len(net.layers)} layers, {net.n_params:,} params"
                 status = "ok"
                 if not args.no_onnx:
-                    from fillers.onnx_export import export_and_check
+                    from fillers.onnx import export_and_check
 
                     model = os.path.join(tmp, "m.caffemodel")
                     filled.save(model)

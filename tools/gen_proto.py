@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Regenerate fillers/caffe_pb2.py from proto/caffe.proto.
+"""Regenerate fillers/caffe_pb2.py from proto/caffe.proto, and each fork schema
+proto/forks/NAME.proto into fillers/layers/forks/NAME_pb2.py.
 
 Usage (from the repository root):
 
-    python tools/gen_proto.py           # rewrite fillers/caffe_pb2.py
-    python tools/gen_proto.py --check   # exit 1 if the committed file is stale
+    python tools/gen_proto.py           # rewrite the generated modules
+    python tools/gen_proto.py --check   # exit 1 if a committed module is stale
+
+A fork schema may import "caffe.proto" (for FillerParameter); its generated module then
+imports the package's caffe_pb2 (protoc writes a top-level import, made relative here).
 
 The protoc bundled with grpcio-tools is used, so no system protoc is needed.
 The protoc version decides which protobuf runtime the generated module
@@ -24,10 +28,19 @@ PROTO_DIR = REPO_ROOT / "proto"
 PROTO_NAME = "caffe.proto"
 PACKAGE_DIR = REPO_ROOT / "fillers"
 GENERATED_NAME = "caffe_pb2.py"
+FORKS_DIR = PACKAGE_DIR / "layers" / "forks"
 
 
-def _run_protoc(out_dir: Path) -> Path:
-    """Compile caffe.proto into out_dir and return the generated file's path."""
+def _schemas():
+    """(proto name relative to proto/, generated module name, target path) of every schema."""
+    yield PROTO_NAME, GENERATED_NAME, PACKAGE_DIR / GENERATED_NAME
+    for proto in sorted((PROTO_DIR / "forks").glob("*.proto")):
+        module = proto.stem + "_pb2.py"
+        yield f"forks/{proto.name}", f"forks/{module}", FORKS_DIR / module
+
+
+def _run_protoc(out_dir: Path, proto_name: str = PROTO_NAME, generated_name: str = GENERATED_NAME) -> Path:
+    """Compile one schema into out_dir and return the generated file's path."""
     try:
         from grpc_tools import protoc
     except ImportError:  # pragma: no cover - depends on the environment
@@ -39,43 +52,49 @@ def _run_protoc(out_dir: Path) -> Path:
         "grpc_tools.protoc",
         f"--proto_path={PROTO_DIR}",
         f"--python_out={out_dir}",
-        PROTO_NAME,
+        proto_name,
     ]
     rc = protoc.main(args)
     if rc != 0:
         sys.exit(f"gen_proto: protoc failed with exit code {rc}")
-    generated = out_dir / GENERATED_NAME
+    generated = out_dir / generated_name
     if not generated.is_file():
-        sys.exit(f"gen_proto: protoc did not produce {GENERATED_NAME}")
+        sys.exit(f"gen_proto: protoc did not produce {generated_name}")
+    text = generated.read_text()
+    fixed = text.replace("\nimport caffe_pb2 as caffe__pb2\n", "\nfrom ... import caffe_pb2 as caffe__pb2\n")
+    if fixed != text:
+        generated.write_text(fixed)
     return generated
 
 
 def check() -> int:
-    target = PACKAGE_DIR / GENERATED_NAME
-    with tempfile.TemporaryDirectory(prefix="gen_proto_") as tmp:
-        fresh = _run_protoc(Path(tmp)).read_bytes()
-    if not target.is_file():
-        print(f"{target.relative_to(REPO_ROOT)} is missing; run python tools/gen_proto.py")
-        return 1
-    if target.read_bytes() != fresh:
-        print(
-            f"{target.relative_to(REPO_ROOT)} is out of date with "
-            f"proto/{PROTO_NAME}; run python tools/gen_proto.py"
-        )
-        return 1
-    print(f"{target.relative_to(REPO_ROOT)} is up to date")
-    return 0
+    status = 0
+    for proto_name, generated_name, target in _schemas():
+        with tempfile.TemporaryDirectory(prefix="gen_proto_") as tmp:
+            fresh = _run_protoc(Path(tmp), proto_name, generated_name).read_bytes()
+        if not target.is_file():
+            print(f"{target.relative_to(REPO_ROOT)} is missing; run python tools/gen_proto.py")
+            status = 1
+        elif target.read_bytes() != fresh:
+            print(
+                f"{target.relative_to(REPO_ROOT)} is out of date with "
+                f"proto/{proto_name}; run python tools/gen_proto.py"
+            )
+            status = 1
+        else:
+            print(f"{target.relative_to(REPO_ROOT)} is up to date")
+    return status
 
 
 def generate() -> int:
-    target = PACKAGE_DIR / GENERATED_NAME
-    # Generate into a temp dir first so a failed run never leaves a
-    # half-written module in the package.
-    with tempfile.TemporaryDirectory(prefix="gen_proto_") as tmp:
-        generated = _run_protoc(Path(tmp))
-        PACKAGE_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(generated, target)
-    print(f"wrote {target.relative_to(REPO_ROOT)}")
+    for proto_name, generated_name, target in _schemas():
+        # Generate into a temp dir first so a failed run never leaves a
+        # half-written module in the package.
+        with tempfile.TemporaryDirectory(prefix="gen_proto_") as tmp:
+            generated = _run_protoc(Path(tmp), proto_name, generated_name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(generated, target)
+        print(f"wrote {target.relative_to(REPO_ROOT)}")
     return 0
 
 

@@ -17,7 +17,7 @@ with Caffe's bookkeeping:
   ``propagate_down`` entries override; shared parameters' diffs are summed into the owner.
 
 >>> from fillers.net import load                                      # doctest: +SKIP
->>> net = load("lenet.prototxt"); params = net.fill(seed=1701, rng="caffe").blobs
+>>> net = load("lenet.prototxt"); params = net.fill(seed=1701, rng="caffe").params
 >>> eng = Engine(net, params, phase="TEST")
 >>> out = eng.forward({"data": x})                                  # {blob: array}
 >>> diffs, pdiffs = eng.backward({"prob": dprob})                   # blob diffs, param diffs
@@ -115,7 +115,7 @@ def _allow_force(layer, i) -> bool:
 
 class Engine:
     """Caffe's forward and backward pass for ``net`` with parameter arrays ``params``
-    (``{layer name: [arrays]}``, e.g. ``net.fill(...).blobs``; shared blobs may be given
+    (``{layer name: [arrays]}``, e.g. ``net.fill(...).params``; shared blobs may be given
     under the owner only).
 
     ``phase``: "TRAIN"/"TEST" (default: the net's); ``rng``: a seed or a numpy Generator

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LayerType, ParamBlob, register, OTHER
+from .base import LayerType, register
 
 f32 = np.float32
 
@@ -428,7 +428,7 @@ class PReLU(LayerType):
         if len(bottoms[0]) > 4:  # Caffe reads channels() through the legacy 4-d accessor
             self.fail(f"PReLU reads its bottom's channels() as a 4-d blob; {len(bottoms[0])} axes are too many")
         shape = () if p.channel_shared else (int(bottoms[0][1]),)
-        return [ParamBlob("slope", shape, self.filler(p, "filler", {"type": "constant", "value": 0.25}), OTHER)]
+        return [self.blob("slope", shape, self.filler(p, "filler", {"type": "constant", "value": 0.25}))]
 
     def lower(self, ctx):
         nd = len(ctx.bottom_shapes[0])

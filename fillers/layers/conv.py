@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIAS, WEIGHT, LayerType, ParamBlob, register
+from .base import BIAS, WEIGHT, LayerType, register
 
 
 def spatial_settings(p, n_spatial: int, what: str):
@@ -52,8 +52,9 @@ def spatial_settings(p, n_spatial: int, what: str):
 
 
 class _ConvBase(LayerType):
-    bottoms = (1, None)
-    tops = (1, None)
+    n_bottoms = (1, None)
+    n_tops = (1, None)
+    roles = {"weights": WEIGHT, "bias": BIAS}
     transposed = False
 
     def _setup(self, bottoms):
@@ -90,9 +91,9 @@ class _ConvBase(LayerType):
             wshape = (channels, p.num_output // group, *kernel)
         else:
             wshape = (p.num_output, channels // group, *kernel)
-        blobs = [ParamBlob("weights", wshape, self.filler(p, "weight_filler"), WEIGHT)]
+        blobs = [self.blob("weights", wshape, self.filler(p, "weight_filler"))]
         if p.bias_term:
-            blobs.append(ParamBlob("bias", (p.num_output,), self.filler(p, "bias_filler"), BIAS))
+            blobs.append(self.blob("bias", (p.num_output,), self.filler(p, "bias_filler")))
         return blobs
 
     def outputs(self, bottoms):

@@ -18,10 +18,10 @@ def _dims(shape_msg):
 
 
 class _GraphInput:
-    """Mixin of the data layers: in an ONNX export their tops are the graph inputs."""
+    """Mixin of the data layers: their tops are the net's inputs (graph inputs of an
+    ONNX export)."""
 
-    #: the exporter declares this layer's tops graph inputs
-    is_graph_input = True
+    net_input = True
 
     def lower(self, ctx):
         for i in range(len(ctx.outputs)):
@@ -56,8 +56,8 @@ class _GraphInput:
 class Input(_GraphInput, LayerType):
     """Net inputs with shapes from ``input_param.shape`` (one for all tops or one each)."""
 
-    bottoms = (0, 0)
-    tops = (1, None)
+    n_bottoms = (0, 0)
+    n_tops = (1, None)
 
     def outputs(self, bottoms):
         shapes = list(self.lp.input_param.shape)
@@ -74,8 +74,8 @@ class DummyData(_GraphInput, LayerType):
     """Tops filled by ``data_filler``s; shapes from ``shape`` (or legacy num/channels/
     height/width), one for all tops or one each."""
 
-    bottoms = (0, 0)
-    tops = (1, None)
+    n_bottoms = (0, 0)
+    n_tops = (1, None)
 
     def outputs(self, bottoms):
         p = self.lp.dummy_data_param
@@ -96,17 +96,6 @@ class DummyData(_GraphInput, LayerType):
                 dims.append(int(vals[0] if len(vals) == 1 else vals[i]))
             out.append(tuple(dims))
         return out
-
-    def data_fillers(self):
-        """The fillers of the tops, one per top (Caffe: one for all, or one each; default
-        constant 0)."""
-        from .. import caffe_pb2
-
-        f = list(self.lp.dummy_data_param.data_filler)
-        n = len(self.lp.top)
-        if not f:
-            return [caffe_pb2.FillerParameter()] * n
-        return [f[0] if len(f) == 1 else f[i] for i in range(n)]
 
     def lower(self, ctx):
         ctx.warn("DummyData tops become graph inputs (Caffe fills them with data_filler at set-up)")
@@ -130,8 +119,8 @@ class MemoryData(_GraphInput, LayerType):
     """Data pushed from memory: ``[batch_size, channels, height, width]`` and a label
     ``[batch_size]``."""
 
-    bottoms = (0, 0)
-    tops = (2, 2)
+    n_bottoms = (0, 0)
+    n_tops = (2, 2)
 
     def outputs(self, bottoms):
         p = self.lp.memory_data_param
@@ -141,38 +130,50 @@ class MemoryData(_GraphInput, LayerType):
         return [dims, (dims[0],)]
 
 
-class ExternalData(_GraphInput, LayerType):
-    """A data layer whose shapes only exist at run time (a database, files, Python)."""
+class RuntimeData(_GraphInput, LayerType):
+    """A data layer whose shapes only exist at run time (a database, files, Python): the
+    net builder takes them from the user (``--input``)."""
 
-    bottoms = (0, 0)
-    tops = (1, None)
-    data_layer = True
-    #: tops after the first that default to ``[N]`` (the label)
-    label_defaults = True
+    n_bottoms = (0, 0)
+    n_tops = (1, None)
+    runtime_source = "a database or file list"
 
     def outputs(self, bottoms):  # the net builder supplies shapes from the user
         raise NotImplementedError
 
 
 @register("Data", "ImageData", "WindowData")
-class DatabaseData(ExternalData):
+class DatabaseData(RuntimeData):
     """Data read from a database, an image list or windows: the user gives the data
     shape; a label top defaults to ``[N]``."""
 
-    tops = (1, 2)
+    n_tops = (1, 2)
+
+    def runtime_shape(self, top, first):
+        """A label top (after the data) defaults to ``[N]``."""
+        return (first[0],) if top > 0 and first else None
 
 
-@register("HDF5Data", "Python")
-class FileData(ExternalData):
-    """HDF5 files or a Python layer: every top's shape comes from the user."""
+@register("HDF5Data")
+class HDF5Data(RuntimeData):
+    """HDF5 files: every top's shape comes from the user."""
 
-    bottoms = (0, None)
-    tops = (0, None)
-    label_defaults = False
+    n_tops = (1, None)
+    runtime_source = "HDF5 files"
+
+
+@register("Python")
+class Python(RuntimeData):
+    """A Python layer: every top's shape comes from the user; one with bottoms runs user
+    code, which ONNX cannot express."""
+
+    n_bottoms = (0, None)
+    n_tops = (0, None)
+    runtime_source = "a Python module"
 
     def lower(self, ctx):
         if ctx.inputs:
-            ctx.unsupported("a Python layer with bottoms runs user code, which ONNX cannot express")
+            ctx.leave_out("a Python layer with bottoms runs user code, which ONNX cannot express")
         super().lower(ctx)
 
 
@@ -180,8 +181,8 @@ class FileData(ExternalData):
 class HDF5Output(LayerType):
     """Writes its two bottoms to an HDF5 file; no tops."""
 
-    bottoms = (2, 2)
-    tops = (0, 0)
+    n_bottoms = (2, 2)
+    n_tops = (0, 0)
     training_only = True
 
     def outputs(self, bottoms):

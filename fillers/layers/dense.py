@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIAS, WEIGHT, LayerType, ParamBlob, register
+from .base import BIAS, WEIGHT, LayerType, register
 
 
 @register("InnerProduct")
 class InnerProduct(LayerType):
     """y = x W^T + b over the axes from ``axis`` on; weights ``[N, K]`` (``[K, N]`` if
     ``transpose``), K the product of the bottom's dims from ``axis``."""
+
+    roles = {"weights": WEIGHT, "bias": BIAS}
 
     def _nk(self, bottoms):
         p = self.lp.inner_product_param
@@ -23,9 +25,9 @@ class InnerProduct(LayerType):
         p = self.lp.inner_product_param
         n, k, _ = self._nk(bottoms)
         wshape = (k, n) if p.transpose else (n, k)
-        blobs = [ParamBlob("weights", wshape, self.filler(p, "weight_filler"), WEIGHT)]
+        blobs = [self.blob("weights", wshape, self.filler(p, "weight_filler"))]
         if p.bias_term:
-            blobs.append(ParamBlob("bias", (n,), self.filler(p, "bias_filler"), BIAS))
+            blobs.append(self.blob("bias", (n,), self.filler(p, "bias_filler")))
         return blobs
 
     def outputs(self, bottoms):
@@ -82,15 +84,20 @@ class Embed(LayerType):
     """A lookup table: integer indices below ``input_dim`` pick rows of ``[input_dim,
     num_output]``; the top gains a last axis of ``num_output``."""
 
+    roles = {"weights": WEIGHT, "bias": BIAS}
+
     def params(self, bottoms):
         p = self.lp.embed_param
         if p.num_output <= 0 or p.input_dim <= 0:
             self.fail("num_output and input_dim must be greater than zero")
-        blobs = [ParamBlob("weights", (int(p.input_dim), int(p.num_output)),
-                           self.filler(p, "weight_filler"), WEIGHT)]
+        blobs = [self.blob("weights", (int(p.input_dim), int(p.num_output)), self.filler(p, "weight_filler"))]
         if p.bias_term:
-            blobs.append(ParamBlob("bias", (int(p.num_output),), self.filler(p, "bias_filler"), BIAS))
+            blobs.append(self.blob("bias", (int(p.num_output),), self.filler(p, "bias_filler")))
         return blobs
+
+    def sample_input(self, bottom, shape, rng):
+        """Indices: integers below ``input_dim``."""
+        return rng.integers(0, int(self.lp.embed_param.input_dim), size=shape).astype(np.float32)
 
     def outputs(self, bottoms):
         return [(*bottoms[0], int(self.lp.embed_param.num_output))]

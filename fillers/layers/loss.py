@@ -59,8 +59,8 @@ class Loss(LayerType):
     """A loss: a scalar top (a blob of no axes); where a second top is allowed
     (SoftmaxWithLoss, InfogainLoss) it has bottom 0's shape."""
 
-    bottoms = (2, 2)
-    tops = (1, 1)
+    n_bottoms = (2, 2)
+    n_tops = (1, 1)
     training_only = True
     auto_tops = True
 
@@ -151,7 +151,7 @@ class PlainLoss(Loss):
 
 @register("ContrastiveLoss")
 class ContrastiveLoss(Loss):
-    bottoms = (3, 3)
+    n_bottoms = (3, 3)
 
     def allow_force_backward(self, i):
         return i != 1 and i != 2
@@ -198,8 +198,8 @@ class ContrastiveLoss(Loss):
 
 @register("InfogainLoss")
 class InfogainLoss(Loss):
-    bottoms = (2, 3)
-    tops = (1, 2)
+    n_bottoms = (2, 3)
+    n_tops = (1, 2)
 
     def allow_force_backward(self, i):
         return i == 0
@@ -249,7 +249,7 @@ class InfogainLoss(Loss):
 class SoftmaxWithLoss(Loss):
     """Softmax then multinomial logistic loss; a second top gives the probabilities."""
 
-    tops = (1, 2)
+    n_tops = (1, 2)
 
     def forward(self, bottoms, params, ctx):
         """Softmax over ``softmax_param.axis``, then ``-log(max(prob[label], FLT_MIN))`` summed
@@ -292,8 +292,8 @@ class SoftmaxWithLoss(Loss):
 class Accuracy(LayerType):
     """Top-k accuracy (a scalar) and, with a second top, per-class accuracy."""
 
-    bottoms = (2, 2)
-    tops = (1, 2)
+    n_bottoms = (2, 2)
+    n_tops = (1, 2)
     training_only = True
 
     def outputs(self, bottoms):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIAS, OTHER, WEIGHT, LayerType, ParamBlob, register
+from .base import OTHER, LayerType, register
 
 
 def _channel_view(shape):
@@ -34,7 +34,27 @@ class BatchNorm(LayerType):
     def params(self, bottoms):
         shape = bottoms[0]
         c = int(shape[1]) if len(shape) > 1 else 1
-        return [ParamBlob("mean", (c,)), ParamBlob("variance", (c,)), ParamBlob("scale_factor", (1,))]
+        return [self.blob("mean", (c,)), self.blob("variance", (c,)), self.blob("scale_factor", (1,))]
+
+    @classmethod
+    def upgrade(cls, lp):
+        """Caffe drops the three old ``param { lr_mult: 0 }`` entries of BatchNorm layers."""
+        if len(lp.param) == 3:
+            del lp.param[:]
+
+    def fresh_params(self, arrays, mode):
+        """Fresh statistics are mean 0, variance 0, factor 0 (Caffe); ``identity`` gives
+        mean 0, variance 1, factor 1 instead."""
+        if mode == "identity":
+            return [np.zeros_like(arrays[0]), np.ones_like(arrays[1]), np.ones_like(arrays[2])], None
+        return None, ("fresh statistics (mean 0, variance 0, factor 0): at inference Caffe multiplies their "
+                      "input by 1/sqrt(eps) (316x at eps 1e-5); use --batchnorm identity for mean 0, variance 1")
+
+    def overflow_hint(self, arrays):
+        if len(arrays) >= 3 and float(np.asarray(arrays[2]).ravel()[0]) == 0.0:
+            return ("a scale factor of 0 (fresh statistics: mean 0, variance 0), so each multiplies by "
+                    "1/sqrt(eps) (316 at eps 1e-5): use --batchnorm identity (mean 0, variance 1) for usable outputs")
+        return None
 
     def use_global_stats(self) -> bool:
         """Caffe: ``use_global_stats`` defaults to ``phase == TEST``; an export is inference,
@@ -165,18 +185,21 @@ class Scale(LayerType):
     with two bottoms the second is the scale and the layer learns no scale blob.
     Default fillers: scale constant 1, bias constant 0."""
 
-    bottoms = (1, 2)
+    n_bottoms = (1, 2)
+    #: the scale is a gain and the bias a shift of a normalized signal, not a layer's
+    #: weight and bias: ``--filler``/``--bias-filler`` leave them to the layer's fillers
+    roles = {"scale": OTHER, "bias": OTHER}
 
     def params(self, bottoms):
         p = self.lp.scale_param
         blobs = []
         if len(bottoms) == 1:
             _, shape = _axis_span(self, bottoms[0], p.axis, p.num_axes, "the scale")
-            blobs.append(ParamBlob("scale", shape, self.filler(p, "filler", {"type": "constant", "value": 1.0}), WEIGHT))
+            blobs.append(self.blob("scale", shape, self.filler(p, "filler", {"type": "constant", "value": 1.0})))
         if p.bias_term:
             n = len(bottoms[1]) if len(bottoms) > 1 else p.num_axes
             _, bshape = _axis_span(self, bottoms[0], p.axis, n, "the bias")
-            blobs.append(ParamBlob("bias", bshape, self.filler(p, "bias_filler"), BIAS))
+            blobs.append(self.blob("bias", bshape, self.filler(p, "bias_filler")))
         return blobs
 
     def outputs(self, bottoms):
@@ -238,14 +261,14 @@ class Bias(LayerType):
     """y = x + bias, broadcast from ``axis`` over ``num_axes`` axes (a second bottom gives
     the bias).  Default filler: constant 0."""
 
-    bottoms = (1, 2)
+    n_bottoms = (1, 2)
 
     def params(self, bottoms):
         if len(bottoms) == 2:
             return []
         p = self.lp.bias_param
         _, shape = _axis_span(self, bottoms[0], p.axis, p.num_axes, "the bias")
-        return [ParamBlob("bias", shape, self.filler(p, "filler"), BIAS)]
+        return [self.blob("bias", shape, self.filler(p, "filler"))]
 
     def outputs(self, bottoms):
         return _same_as_first(self, bottoms, self.lp.bias_param.axis, "bias")
@@ -287,6 +310,12 @@ class LRN(LayerType):
             self.fail("local_size must be odd")
         return [tuple(bottoms[0])]
 
+    def opencv_caveat(self):
+        p = self.lp.lrn_param
+        if p.norm_region == p.ACROSS_CHANNELS and float(p.k) != 1.0:
+            return f"OpenCV's Caffe importer ignores LRN's k (here {float(p.k):g})"
+        return None
+
     def lower(self, ctx):
         """ACROSS_CHANNELS: ONNX LRN is Caffe's formula (``k + alpha/size * sum x^2``)^-beta.
         WITHIN_CHANNEL: Caffe builds it from layers: ``x * (1 + alpha * avg)^-beta`` with
@@ -297,7 +326,7 @@ class LRN(LayerType):
         size = int(p.local_size)
         alpha, beta, k = float(p.alpha), float(p.beta), float(p.k)
         x = ctx.inputs[0]
-        if p.norm_region == 0:  # ACROSS_CHANNELS
+        if p.norm_region == p.ACROSS_CHANNELS:
             ctx.node("LRN", [x], ctx.outputs[0], size=size, alpha=alpha, beta=beta, bias=k)
             return
         pre = (size - 1) // 2
@@ -436,7 +465,7 @@ def _sum_to(d, other, shape):
     return (d.sum(axis=other, dtype=np.float32) if other else d).reshape(shape)
 
 
-__all__ = ["BatchNorm", "Scale", "Bias", "LRN", "MVN", "OTHER"]
+__all__ = ["BatchNorm", "Scale", "Bias", "LRN", "MVN"]
 
 
 def _channel_window_sum(a, size):

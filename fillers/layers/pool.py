@@ -163,13 +163,13 @@ def lower_pool(ctx, x, shape, method, kernel, stride, pad, out, top, mask_top=No
 class Pooling(LayerType):
     """MAX / AVE / STOCHASTIC pooling with Caffe's ceil-and-clip output size."""
 
-    tops = (1, 2)
+    n_tops = (1, 2)
 
     def outputs(self, bottoms):
         if len(self.lp.top) == 2 and self.lp.pooling_param.pool != MAX:
             self.fail("only MAX pooling has a second (mask) top")
+        _, _, _, out = pooling_geometry(self.lp, bottoms[0])  # checks the bottom's axes first
         n, c = bottoms[0][:2]
-        _, _, _, out = pooling_geometry(self.lp, bottoms[0])
         return [(n, c, *out)] * len(self.lp.top)
 
     def lower(self, ctx):

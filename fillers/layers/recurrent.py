@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIAS, WEIGHT, LayerType, ParamBlob, register
+from .base import BIAS, WEIGHT, LayerType, register
 
 
 class Recurrent(LayerType):
-    bottoms = (2, 5)
-    tops = (1, 3)
+    n_bottoms = (2, 5)
+    n_tops = (1, 3)
     n_states = 1
     gates = 1
+
+    def sample_input(self, bottom, shape, rng):
+        """``cont`` (bottom 1): 0 at the first time step (a sequence starts), 1 after."""
+        if bottom != 1:
+            return None
+        cont = np.ones(shape, dtype=np.float32)
+        if cont.ndim:
+            cont[0] = 0
+        return cont
 
     def _check(self, bottoms):
         p = self.lp.recurrent_param
@@ -121,16 +130,17 @@ class LSTM(Recurrent):
     gates in Caffe's order i, f, o, g."""
 
     n_states = 2
+    roles = {"W_xc": WEIGHT, "b_c": BIAS, "W_xc_static": WEIGHT, "W_hc": WEIGHT}
 
     def params(self, bottoms):
         p, x, static, _ = self._check(bottoms)
         h = int(p.num_output)
         w = self.filler(p, "weight_filler")
-        blobs = [ParamBlob("W_xc", (4 * h, self.count(x, 2)), w, WEIGHT),
-                 ParamBlob("b_c", (4 * h,), self.filler(p, "bias_filler"), BIAS)]
+        blobs = [self.blob("W_xc", (4 * h, self.count(x, 2)), w),
+                 self.blob("b_c", (4 * h,), self.filler(p, "bias_filler"))]
         if static is not None:
-            blobs.append(ParamBlob("W_xc_static", (4 * h, self.count(static, 1)), w, WEIGHT))
-        blobs.append(ParamBlob("W_hc", (4 * h, h), w, WEIGHT))
+            blobs.append(self.blob("W_xc_static", (4 * h, self.count(static, 1)), w))
+        blobs.append(self.blob("W_hc", (4 * h, h), w))
         return blobs
 
     def lower(self, ctx):
@@ -234,16 +244,18 @@ class RNN(Recurrent):
     """Blobs W_xh ``[H, D]``, b_h ``[H]``, (W_xh_static), W_hh ``[H, H]``, W_ho ``[H, H]``,
     b_o ``[H]``; h_t = tanh(W_hh h_{t-1} cont_t + W_xh x_t + b_h), o_t = tanh(W_ho h_t + b_o)."""
 
+    roles = {"W_xh": WEIGHT, "b_h": BIAS, "W_xh_static": WEIGHT, "W_hh": WEIGHT, "W_ho": WEIGHT, "b_o": BIAS}
+
     def params(self, bottoms):
         p, x, static, _ = self._check(bottoms)
         h = int(p.num_output)
         w = self.filler(p, "weight_filler")
         b = self.filler(p, "bias_filler")
-        blobs = [ParamBlob("W_xh", (h, self.count(x, 2)), w, WEIGHT), ParamBlob("b_h", (h,), b, BIAS)]
+        blobs = [self.blob("W_xh", (h, self.count(x, 2)), w), self.blob("b_h", (h,), b)]
         if static is not None:
-            blobs.append(ParamBlob("W_xh_static", (h, self.count(static, 1)), w, WEIGHT))
-        blobs += [ParamBlob("W_hh", (h, h), w, WEIGHT), ParamBlob("W_ho", (h, h), w, WEIGHT),
-                  ParamBlob("b_o", (h,), b, BIAS)]
+            blobs.append(self.blob("W_xh_static", (h, self.count(static, 1)), w))
+        blobs += [self.blob("W_hh", (h, h), w), self.blob("W_ho", (h, h), w),
+                  self.blob("b_o", (h,), b)]
         return blobs
 
     def lower(self, ctx):

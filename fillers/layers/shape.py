@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LayerType, ParamBlob, register
+from .. import caffe_pb2
+from .base import LayerType, register
+
+_ELTWISE = caffe_pb2.EltwiseParameter
+_REDUCTION = caffe_pb2.ReductionParameter
 from .conv import spatial_settings
 
 
@@ -12,7 +16,7 @@ from .conv import spatial_settings
 class Concat(LayerType):
     """Join bottoms along ``axis`` (or the legacy ``concat_dim``)."""
 
-    bottoms = (1, None)
+    n_bottoms = (1, None)
 
     def outputs(self, bottoms):
         p = self.lp.concat_param
@@ -62,7 +66,7 @@ class Slice(LayerType):
     """Cut a bottom along ``axis`` (or legacy ``slice_dim``) at ``slice_point``s, or into
     equal parts."""
 
-    tops = (1, None)
+    n_tops = (1, None)
 
     def outputs(self, bottoms):
         p = self.lp.slice_param
@@ -116,7 +120,7 @@ class Slice(LayerType):
 class Split(LayerType):
     """Copies of one bottom."""
 
-    tops = (1, None)
+    n_tops = (1, None)
 
     def outputs(self, bottoms):
         return [tuple(bottoms[0])] * len(self.lp.top)
@@ -144,7 +148,7 @@ class Crop(LayerType):
     """Crop bottom 0 to bottom 1's shape on the axes from ``axis`` (default 2), starting
     at ``offset`` (one for all cropped axes, or one per axis)."""
 
-    bottoms = (2, 2)
+    n_bottoms = (2, 2)
 
     def crop(self, bottoms):
         p = self.lp.crop_param
@@ -322,13 +326,13 @@ class Tile(LayerType):
 class Eltwise(LayerType):
     """PROD, SUM (with optional coefficients) or MAX of two or more same-shape bottoms."""
 
-    bottoms = (2, None)
+    n_bottoms = (2, None)
 
     def outputs(self, bottoms):
         p = self.lp.eltwise_param
         if len(p.coeff) and len(p.coeff) != len(bottoms):
             self.fail(f"{len(p.coeff)} coefficients for {len(bottoms)} bottoms; give one per bottom")
-        if len(p.coeff) and p.operation == 0:  # Caffe rejects them for PROD only; MAX ignores them
+        if len(p.coeff) and p.operation == _ELTWISE.PROD:  # Caffe rejects them for PROD only; MAX ignores them
             self.fail("coefficients are not allowed with operation PROD")
         for i, b in enumerate(bottoms[1:], 1):
             if tuple(b) != tuple(bottoms[0]):
@@ -340,11 +344,11 @@ class Eltwise(LayerType):
         loop does; MAX: Max."""
         p = self.lp.eltwise_param
         xs = list(ctx.inputs)
-        if p.operation == 2:  # MAX
+        if p.operation == _ELTWISE.MAX:
             ctx.node("Max", xs, ctx.outputs[0])
             return
-        op = "Mul" if p.operation == 0 else "Add"
-        if p.operation == 1 and len(p.coeff):
+        op = "Mul" if p.operation == _ELTWISE.PROD else "Add"
+        if p.operation == _ELTWISE.SUM and len(p.coeff):
             xs = [x if np.float32(c) == 1 else ctx.node("Mul", [x, ctx.scalar(c, "coeff")])
                   for x, c in zip(xs, p.coeff)]
         acc = xs[0]
@@ -426,11 +430,12 @@ class Reduction(LayerType):
         shape = ctx.bottom_shapes[0]
         a = self.canonical_axis(p.axis, len(shape))
         num, dim = self.count(shape, 0, a), self.count(shape, a)
-        ops = {1: "ReduceSum", 2: "ReduceL1", 3: "ReduceSumSquare", 4: "ReduceSum"}
+        ops = {_REDUCTION.SUM: "ReduceSum", _REDUCTION.ASUM: "ReduceL1", _REDUCTION.SUMSQ: "ReduceSumSquare",
+               _REDUCTION.MEAN: "ReduceSum"}
         if p.operation not in ops:
             ctx.unsupported(f"unknown reduction operation {p.operation}")
         coeff = np.float32(p.coeff)
-        if p.operation == 4:
+        if p.operation == _REDUCTION.MEAN:
             coeff = np.float32(coeff / np.float32(dim))
         x = ctx.reshape(ctx.inputs[0], (num, dim))
         r = ctx.reduce(ops[p.operation], x, [1], keepdims=False)
@@ -591,8 +596,10 @@ class Softmax(LayerType):
 class Silence(LayerType):
     """Consumes bottoms and produces nothing."""
 
-    bottoms = (1, None)
-    tops = (0, 0)
+    n_bottoms = (1, None)
+    n_tops = (0, 0)
+
+    opencv_reads = False
 
     def outputs(self, bottoms):
         return []
@@ -612,7 +619,7 @@ class Silence(LayerType):
 class BatchReindex(LayerType):
     """Gather samples of bottom 0 by the indices in bottom 1."""
 
-    bottoms = (2, 2)
+    n_bottoms = (2, 2)
 
     def outputs(self, bottoms):
         return [(int(bottoms[1][0]), *bottoms[0][1:])]
@@ -640,8 +647,8 @@ class Filter(LayerType):
     """Keep the samples whose selector (last bottom) is non-zero; at set-up the tops have
     the bottoms' shapes."""
 
-    bottoms = (2, None)
-    tops = (1, None)
+    n_bottoms = (2, None)
+    n_tops = (1, None)
 
     def outputs(self, bottoms):
         if len(self.lp.top) != len(bottoms) - 1:
@@ -657,10 +664,10 @@ class Filter(LayerType):
 class Parameter(LayerType):
     """A learnable blob of ``parameter_param.shape`` exposed as a top (not filled: zeros)."""
 
-    bottoms = (0, 0)
+    n_bottoms = (0, 0)
 
     def params(self, bottoms):
-        return [ParamBlob("value", tuple(int(d) for d in self.lp.parameter_param.shape.dim))]
+        return [self.blob("value", tuple(int(d) for d in self.lp.parameter_param.shape.dim))]
 
     def outputs(self, bottoms):
         return [tuple(int(d) for d in self.lp.parameter_param.shape.dim)]
@@ -744,8 +751,8 @@ class Im2col(LayerType):
 class LSTMUnit(LayerType):
     """One LSTM step on (c_prev, gates x, cont): tops c and h, shaped like c_prev."""
 
-    bottoms = (3, 3)
-    tops = (2, 2)
+    n_bottoms = (3, 3)
+    n_tops = (2, 2)
 
     def outputs(self, bottoms):
         c_prev, x, cont = (tuple(b) for b in bottoms)
@@ -758,6 +765,10 @@ class LSTMUnit(LayerType):
         if x[2] != 4 * c_prev[2]:
             self.fail(f"x must hold 4 x {c_prev[2]} gate values per instance, not {x[2]}")
         return [c_prev] * 2
+
+    def sample_input(self, bottom, shape, rng):
+        """``cont`` (bottom 2): ones (the sequence goes on)."""
+        return np.ones(shape, dtype=np.float32) if bottom == 2 else None
 
     def lower(self, ctx):
         """Gates (i, f, o, g) = split(x); ``c = cont * sigmoid(f) * c_prev + sigmoid(i) * tanh(g)``,

@@ -1,9 +1,12 @@
-"""Caffe's fillers as functions: shape in (Caffe's axis order), new float32 array out.
+"""Caffe's fillers as functions (like ``torch.nn.init``): shape in (Caffe's axis order),
+new float32 array out.
 
 One core, :func:`variance_scaling`, holds the fan-based math; ``xavier`` and ``msra`` are
 settings of it.  ``constant``, ``uniform``, ``gaussian``, ``positive_unitball`` and
-``bilinear`` are the rest of Caffe's ``filler.hpp``; :func:`fill` takes a
-``FillerParameter`` (or a dict of its fields) and dispatches through :data:`FILLERS`.
+``bilinear`` are the rest of Caffe's ``filler.hpp``.  :data:`FILLERS` is the one
+vocabulary of filler names (the API's :func:`fill`, the command line's ``--filler`` and
+``--bias-filler``); :func:`filler_params` reads a filler given as a ``FillerParameter``, a
+dict of its fields, or the compact text ``"gaussian:std=0.01,mean=0"``.
 
 Every random filler takes ``rng``: ``None`` (a fresh :class:`~fillers.rng.FastRNG`), an
 int seed (a FastRNG), a numpy ``Generator``, a ``FastRNG`` or a
@@ -31,14 +34,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .fans import (AVERAGE, FAN_IN, FAN_OUT, FillerError, blob_count, blob_shape,
-                   check_caffe_version, fan_in_fan_out, variance_norm_n, variance_norm_value)
+from .errors import FillerError
+from .fans import (AVERAGE, FAN_IN, FAN_OUT, VARIANCE_NORMS, blob_count, blob_shape, check_caffe_version,
+                   fan_in_fan_out, variance_norm_n, variance_norm_value)
 from .rng import make_rng
 
 __all__ = [
     "FillerError", "FILLER_DEFAULTS", "FILLERS", "constant", "uniform", "gaussian",
-    "positive_unitball", "variance_scaling", "xavier", "msra", "bilinear", "fill",
-    "filler_params", "fan_in_fan_out", "variance_norm_n", "FAN_IN", "FAN_OUT", "AVERAGE",
+    "positive_unitball", "variance_scaling", "xavier", "msra", "bilinear", "orthogonal", "delta_orthogonal", "fill",
+    "filler_params", "parse_compact", "describe", "fan_in_fan_out", "variance_norm_n", "FAN_IN", "FAN_OUT", "AVERAGE",
 ]
 
 _F32 = np.float32
@@ -48,6 +52,9 @@ FILLER_DEFAULTS = {
     "type": "constant", "value": 0.0, "min": 0.0, "max": 1.0, "mean": 0.0, "std": 1.0,
     "sparse": -1, "variance_norm": FAN_IN,
 }
+#: fields of this package's own fillers (orthogonal, delta_orthogonal), not in Caffe's
+#: FillerParameter: given in the compact form (``orthogonal:gain=1.414``) or a dict
+EXTRA_DEFAULTS = {"gain": 1.0}
 
 #: scratch size of the positive_unitball row sums: values per piece, columns per piece
 _SCRATCH = 1 << 20
@@ -253,25 +260,78 @@ def bilinear(shape, caffe_version="master"):
 # --- FillerParameter dispatch ----------------------------------------------------------
 
 def filler_params(filler):
-    """A dict of the 8 FillerParameter fields from a message-like object or a dict.
+    """A dict of the 8 FillerParameter fields from a message-like object, a dict, or the
+    compact text ``"TYPE"`` / ``"TYPE:key=value,..."`` (``"gaussian:std=0.01,mean=1"``,
+    ``"xavier:variance_norm=AVERAGE"``).
 
-    Missing dict keys take FillerParameter's defaults; unknown keys are an error.  Floats
-    become float32 (as the proto stores them) and ``variance_norm`` its enum int.
+    Missing keys take FillerParameter's defaults; unknown keys are an error, and so is a
+    type that is not in :data:`FILLERS`.  Floats become float32 (as the proto stores them)
+    and ``variance_norm`` its enum int.
+
+    Example:
+        >>> p = filler_params("gaussian:std=0.01")
+        >>> p["type"], float(p["std"]), p["sparse"]
+        ('gaussian', 0.009999999776482582, -1)
     """
+    if isinstance(filler, str):
+        filler = parse_compact(filler)
     if isinstance(filler, Mapping):
-        unknown = sorted(set(filler) - set(FILLER_DEFAULTS))
+        unknown = sorted(set(filler) - set(FILLER_DEFAULTS) - set(EXTRA_DEFAULTS))
         if unknown:
             raise FillerError(f"Unknown FillerParameter field(s) {', '.join(map(repr, unknown))}; "
                               f"the fields are {', '.join(FILLER_DEFAULTS)}.")
-        raw = {**FILLER_DEFAULTS, **filler}
+        raw = {**FILLER_DEFAULTS, **EXTRA_DEFAULTS, **filler}
     else:
-        raw = {k: getattr(filler, k, d) for k, d in FILLER_DEFAULTS.items()}
+        raw = {k: getattr(filler, k, d) for k, d in {**FILLER_DEFAULTS, **EXTRA_DEFAULTS}.items()}
     p = {"type": str(raw["type"])}
-    for k in ("value", "min", "max", "mean", "std"):
-        p[k] = _F32(raw[k])
-    p["sparse"] = int(raw["sparse"])
+    if p["type"] not in FILLERS:
+        raise FillerError(f"Unknown filler type {p['type']!r}; the known types are {', '.join(FILLERS)}.")
+    ours = ("gain",) if p["type"] in ("orthogonal", "delta_orthogonal") else ()
+    for k in ("value", "min", "max", "mean", "std") + ours:
+        try:
+            p[k] = _F32(raw[k])
+        except (TypeError, ValueError):
+            raise FillerError(f"The filler field {k}={raw[k]!r} is not a number.") from None
+    try:
+        p["sparse"] = int(raw["sparse"])
+    except (TypeError, ValueError):
+        raise FillerError(f"The filler field sparse={raw['sparse']!r} is not an integer.") from None
     p["variance_norm"] = variance_norm_value(raw["variance_norm"])
     return p
+
+
+def parse_compact(text: str) -> dict:
+    """``"TYPE:k=v,k=v"`` to ``{"type": TYPE, k: v, ...}`` (values still text)."""
+    kind, _, rest = text.partition(":")
+    out = {"type": kind.strip()}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise FillerError(f"The filler option {item!r} is not of the form key=value.")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def describe(filler) -> str:
+    """A short text for a filler: ``xavier(FAN_IN)``, ``gaussian(0,0.01)``, ``constant(0)``.
+
+    ``None`` (a blob set to zero without a filler) is ``zero``."""
+    if filler is None:
+        return "zero"
+    p = filler_params(filler)
+    t = p["type"]
+    norm = next(k for k, v in VARIANCE_NORMS.items() if v == p["variance_norm"])
+    if t == "constant":
+        return f"constant({p['value']:g})"
+    if t == "uniform":
+        return f"uniform({p['min']:g},{p['max']:g})"
+    if t == "gaussian":
+        return f"gaussian({p['mean']:g},{p['std']:g})" + (f",sparse={p['sparse']}" if p["sparse"] >= 0 else "")
+    if t in ("xavier", "msra"):
+        return f"{t}({norm})"
+    if t in ("orthogonal", "delta_orthogonal"):
+        return f"{t}(gain={p['gain']:g})"
+    return t
 
 
 def _fill_constant(shape, p, rng, version):
@@ -309,6 +369,78 @@ def _fill_bilinear(shape, p, rng, version):
 
 
 #: filler type -> ``fn(shape, params, rng, caffe_version)``, in filler.hpp's order
+def orthogonal(shape, gain=1.0, rng=None):
+    """Saxe et al. (2013): an orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
+
+    The blob is seen as a ``shape[0] x (count / shape[0])`` matrix (Caffe's fan_in axes);
+    a Gaussian matrix drawn from ``rng`` (``count`` values, so a CaffeRNG's stream moves as
+    for a gaussian fill) is orthonormalized by QR (signs fixed by ``R``'s diagonal, so the
+    result is Haar-distributed), in float64: the rows are orthonormal when there are no
+    more rows than columns, else the columns.  Not a Caffe filler (Caffe aborts on it).
+
+    Example:
+        >>> w = orthogonal((4, 2, 3, 3), rng=0).reshape(4, -1)
+        >>> bool(np.allclose(w @ w.T, np.eye(4), atol=1e-5))
+        True
+    """
+    dims, count = _nonempty(shape, "orthogonal")
+    if not dims:
+        raise FillerError("The orthogonal filler needs a blob with at least one axis.")
+    rows = dims[0]
+    cols = count // rows
+    a = make_rng(rng).gaussian(count, 0.0, 1.0).astype(np.float64).reshape(rows, cols)
+    q = _orthonormal(a)
+    return (q * float(_F32(gain))).astype(_F32).reshape(dims)
+
+
+def _orthonormal(a):
+    """The Q of ``a``'s QR with ``sign(diag(R))`` folded in, for tall or wide ``a``."""
+    wide = a.shape[0] < a.shape[1]
+    m = a.T if wide else a
+    q, r = np.linalg.qr(m)
+    q = q * np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))
+    return q.T if wide else q
+
+
+def delta_orthogonal(shape, gain=1.0, rng=None):
+    """Xiao et al. (2018): a convolution kernel that is zero but at its centre tap, where
+    the ``out x in`` matrix is orthogonal (times ``gain``); the signal then passes a deep
+    CNN as through an orthogonal linear map.  ``shape`` is ``[out, in, k...]`` (a 2-axis
+    blob is simply orthogonal); ``in`` must not exceed ``out`` (the columns must be
+    orthonormal).  The centre of a side of even size k is ``k // 2``.  Draws ``out * in``
+    Gaussian values.
+
+    Example:
+        >>> w = delta_orthogonal((4, 2, 3, 3), rng=0)
+        >>> bool((w[:, :, 1, 1] != 0).all()) and float(np.abs(w).sum() - np.abs(w[:, :, 1, 1]).sum())
+        0.0
+    """
+    dims, _ = _nonempty(shape, "delta_orthogonal")
+    if len(dims) < 2:
+        raise FillerError(f"The delta_orthogonal filler needs a blob [out, in, k...], got {list(dims)}.")
+    if len(dims) == 2:  # no spatial taps: a plain orthogonal matrix
+        return orthogonal(dims, gain, rng)
+    out_c, in_c = dims[0], dims[1]
+    if in_c > out_c:
+        raise FillerError(f"The delta_orthogonal filler needs in channels <= out channels (an orthogonal "
+                          f"centre tap has orthonormal columns only then); this blob {list(dims)} has "
+                          f"{in_c} in and {out_c} out.")
+    centre = orthogonal((out_c, in_c), gain, rng)
+    w = np.zeros(dims, _F32)
+    w[(slice(None), slice(None)) + tuple(k // 2 for k in dims[2:])] = centre
+    return w
+
+
+def _fill_orthogonal(shape, p, rng, version):
+    _sparse_unsupported(p["sparse"], "orthogonal")
+    return orthogonal(shape, p["gain"], rng)
+
+
+def _fill_delta_orthogonal(shape, p, rng, version):
+    _sparse_unsupported(p["sparse"], "delta_orthogonal")
+    return delta_orthogonal(shape, p["gain"], rng)
+
+
 FILLERS = {
     "constant": _fill_constant,
     "gaussian": _fill_gaussian,
@@ -317,6 +449,9 @@ FILLERS = {
     "xavier": _fill_xavier,
     "msra": _fill_msra,
     "bilinear": _fill_bilinear,
+    # not Caffe's: the fillers the signal-propagation analysis calls for
+    "orthogonal": _fill_orthogonal,
+    "delta_orthogonal": _fill_delta_orthogonal,
 }
 
 
@@ -336,8 +471,4 @@ def fill(shape, filler, rng=None, caffe_version="master"):
     """
     check_caffe_version(caffe_version)
     p = filler_params(filler)
-    fn = FILLERS.get(p["type"])
-    if fn is None:
-        raise FillerError(f"Unknown filler type {p['type']!r}; the known types are "
-                          f"{', '.join(FILLERS)}.")
-    return fn(shape, p, rng, caffe_version)
+    return FILLERS[p["type"]](shape, p, rng, caffe_version)

@@ -1,0 +1,321 @@
+"""Running and checking an export: onnxruntime on seeded inputs (what each consuming
+layer asks for), every output's shape and finiteness, and, where OpenCV's Caffe importer
+reads the net, a comparison with OpenCV's forward pass of the same weights."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .graph import DEFAULT_OPSET, ExportInfo, export_with_info, filled_parts
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    shape: tuple
+    expected_shape: tuple
+    finite: bool
+    max_abs: float
+    max_abs_err: Optional[float] = None  # vs OpenCV
+    max_rel_err: Optional[float] = None
+    ok: bool = True
+
+
+@dataclass
+class ExportReport:
+    """The outcome of :func:`export_and_check`."""
+
+    path: Optional[str]
+    opset: int
+    ok: bool = True
+    warnings: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)  # of OutputCheck
+    checked: bool = False
+    reference: Optional[str] = None  # "OpenCV 4.x" when compared
+    export_seconds: float = 0.0
+    session_seconds: float = 0.0
+    run_seconds: float = 0.0
+    model: object = None  # the ModelProto when exported in memory (None when written to a path)
+    info: Optional[ExportInfo] = None
+
+    def text(self) -> str:
+        head = f"ONNX export: {self.path or '(in memory)'} (opset {self.opset}, exported in {self.export_seconds:.2f} s"
+        if self.checked:
+            head += f", onnxruntime session {self.session_seconds:.2f} s, run {self.run_seconds:.2f} s"
+        head += ")"
+        if not self.checked:
+            return head + "\nnot run in onnxruntime (--no-check)"
+        if self.reference:
+            rows = [("output", "shape", "max |y|", f"max abs err vs {self.reference}", "max rel err", "status")]
+        else:
+            rows = [("output", "shape", "max |y|", "finite", "status")]
+        for o in self.outputs:
+            shape = "x".join(str(d) for d in o.shape) or "scalar"
+            status = "ok" if o.ok else "FAIL"
+            if self.reference:
+                rows.append((o.name, shape, _fmt(o.max_abs), _fmt(o.max_abs_err), _fmt(o.max_rel_err), status))
+            else:
+                rows.append((o.name, shape, _fmt(o.max_abs), "yes" if o.finite else "NO", status))
+        widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+        lines = [head]
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("result: " + ("ok" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return f"{v:.3g}"
+
+
+def make_inputs(info: ExportInfo, net, seed: int = 0) -> dict:
+    """Seeded inputs for the graph inputs: what a consuming layer asks for
+    (``LayerType.sample_input``: indices for Embed, ``cont`` for recurrent layers ...),
+    else uniform(-1, 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, shape in info.inputs.items():
+        value = None
+        for _, j, lname in info.consumers.get(name, []):
+            asked = net.layer(lname).spec.sample_input(j, tuple(shape), rng)
+            if asked is not None:
+                value = np.asarray(asked, dtype=np.float32)
+        feeds[name] = value if value is not None else rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    return feeds
+
+
+def ort_session(model_or_path):
+    """An onnxruntime CPU session for a model (or the path of one)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    src = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.SerializeToString()
+    return ort.InferenceSession(os.fspath(src) if isinstance(src, os.PathLike) else src, opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def opencv_prototxt(net, info: ExportInfo) -> str:
+    """The exported layers of ``net`` as prototxt text for OpenCV's Caffe importer: data
+    layers become ``Input`` layers of the graph inputs an exported layer reads, with their
+    shapes; include/exclude rules, blobs and left-out layers are dropped; a layer's fork
+    fields (blanked out of the BVLC message when the file was read) are written back into
+    its block, as the fork's file had them."""
+    from google.protobuf import text_format
+
+    from .. import caffe_pb2
+
+    blocks = [f'name: "{net.name or "net"}"']
+    for i in info.kept_layers:
+        layer = net.layers[i]
+        if not layer.spec.opencv_reads:
+            continue
+        lp = caffe_pb2.LayerParameter()
+        if layer.is_input:
+            used = [(t, s) for t, s in zip(layer.tops, layer.top_shapes) if t in info.inputs]
+            if not used:
+                continue
+            lp.name, lp.type = layer.name, "Input"
+            for t, s in used:
+                lp.top.append(t)
+                lp.input_param.shape.add().dim.extend(int(d) for d in s)
+            blocks.append("layer {\n" + text_format.MessageToString(lp, indent=2) + "}")
+            continue
+        lp.CopyFrom(layer.lp)
+        del lp.include[:]
+        del lp.exclude[:]
+        del lp.blobs[:]
+        lp.ClearField("phase")
+        fork = "".join(f"  {name} {value if value[:1] in '{<' else ': ' + value}\n"
+                       for name, value in layer.spec.fork_fields.items() if "." not in name)
+        blocks.append("layer {\n" + text_format.MessageToString(lp, indent=2) + fork + "}")
+    return "\n".join(blocks) + "\n"
+
+
+def _opencv_forward(net, params, info, feeds, caffemodel, workdir):
+    """OpenCV's outputs for the graph outputs, or raise with the reason."""
+    import cv2
+
+    from ..caffemodel import write_caffemodel
+
+    proto = os.path.join(workdir, "net.prototxt")
+    with open(proto, "w") as fh:
+        fh.write(opencv_prototxt(net, info))
+    if caffemodel is None:
+        caffemodel = os.path.join(workdir, "net.caffemodel")
+        write_caffemodel(caffemodel, net, params)
+    try:  # OpenCV logs its own errors to stderr; the library must not print
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover
+        level = None
+    try:
+        return _opencv_run(cv2, net, info, feeds, proto, caffemodel)
+    finally:
+        if level is not None:
+            cv2.utils.logging.setLogLevel(level)
+
+
+def _opencv_run(cv2, net, info, feeds, proto, caffemodel):
+    cvnet = cv2.dnn.readNetFromCaffe(proto, os.fspath(caffemodel))
+    cvnet.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cvnet.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    for name, value in feeds.items():
+        cvnet.setInput(value, name)
+    wanted, names = [], []
+    for out_name in info.outputs:
+        blob, lname, j = info.blob_of[out_name]
+        wanted.append(out_name)
+        names.append(lname if j == 0 else f"{lname}.{j}")
+    results = cvnet.forward(names)
+    return {w: np.asarray(r) for w, r in zip(wanted, results)}
+
+
+def _opencv_reason(exc) -> str:
+    """The telling part of a cv2.error ("Can't create layer ... of type Embed")."""
+    import re
+
+    text = str(exc).strip()
+    m = re.search(r"error: \([-\d]+:[^)]*\) (.*?)(?: in function '[^']*')?\s*$", text.splitlines()[0] if text else "")
+    if m and m.group(1).strip():
+        return m.group(1).strip()
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_blobs: bool = False,
+                     caffemodel=None, seed: int = 0, compare_opencv: bool = True, rtol: float = 1e-3):
+    """Export ``filled`` (a filled net, or a ``(net, params)`` pair) to ``path`` and check it.
+
+    With ``check``: run the model in onnxruntime on seeded inputs (see :func:`make_inputs`),
+    check that every output has the net model's shape and finite values, and, where
+    OpenCV's Caffe importer can run the net, compare every output with OpenCV's (the same
+    weights, from ``caffemodel`` or a temporary one): a maximum absolute error above
+    ``rtol * max(1, max |OpenCV output|)`` fails.  Returns an :class:`ExportReport`.
+    """
+    net, params = filled_parts(filled)
+    report = ExportReport(path=None if path is None else os.fspath(path), opset=DEFAULT_OPSET if opset is None else opset)
+    model, info = export_with_info(net, params, path, opset=report.opset, all_blobs=all_blobs,
+                                   return_model=path is None)
+    report.model, report.info = model, info
+    report.export_seconds = info.seconds
+    report.warnings.extend(info.warnings)
+    if info.external_data:
+        report.warnings.append(f"the weights ({info.init_bytes / 2**30:.2f} GiB) were written as external data "
+                               f"next to the model ({os.path.basename(path)}.data)")
+    if not check:
+        return report
+    if info.external_data and path is None:
+        report.warnings.append("the model is too large to run from memory; give a path to check it")
+        return report
+    feeds = make_inputs(info, net, seed)
+    got = _run_onnxruntime(report, path if path is not None else model, feeds)
+    reference = _opencv_reference(report, net, params, info, feeds, caffemodel) if compare_opencv else None
+    for name, y in got.items():
+        _, layer_name, top = info.blob_of[name]
+        spec = net.layer(layer_name).spec
+        report.outputs.append(_check_output(report, name, np.asarray(y), info.outputs.get(name, ()),
+                                            info.dynamic_axes.get(name, ()),
+                                            None if reference is None else reference.get(name), rtol,
+                                            lambda a: spec.canonical_output(top, a)))
+    _explain_overflow(report, net, params)
+    report.ok = all(o.ok for o in report.outputs)
+    return report
+
+
+def _run_onnxruntime(report, model_or_path, feeds) -> dict:
+    """The model's outputs on ``feeds`` (the session and run times go into the report)."""
+    t0 = time.perf_counter()
+    sess = ort_session(model_or_path)
+    report.session_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out_names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
+    results = sess.run(out_names, {k: v for k, v in feeds.items() if k in wanted})
+    report.run_seconds = time.perf_counter() - t0
+    report.checked = True
+    return dict(zip(out_names, results))
+
+
+def _opencv_reference(report, net, params, info, feeds, caffemodel) -> Optional[dict]:
+    """OpenCV's outputs for the same weights and inputs, or None with a warning saying why
+    not (weights past 2 GB, a layer whose ``opencv_caveat`` says OpenCV differs, no cv2,
+    a net OpenCV cannot read)."""
+    caveats = [(net.layers[i].name, net.layers[i].spec.opencv_caveat()) for i in info.kept_layers]
+    caveats = [(name, why) for name, why in caveats if why]
+    why = None
+    if info.init_bytes >= 2**31 - 2**24:
+        why = "not compared with OpenCV: it reads .caffemodel files up to 2 GB"
+    elif caveats:
+        why = (f"not compared with OpenCV: layer '{caveats[0][0]}': {caveats[0][1]}"
+               + (f" (and {len(caveats) - 1} more layer(s))" if len(caveats) > 1 else ""))
+    else:
+        try:
+            import cv2
+
+            with tempfile.TemporaryDirectory(prefix="fillers-cv-") as work:
+                reference = _opencv_forward(net, params, info, feeds, caffemodel, work)
+            report.reference = f"OpenCV {cv2.__version__}"
+            return reference
+        except ImportError:
+            why = "OpenCV (cv2) is not installed"
+        except Exception as exc:  # OpenCV cannot read or run the net
+            why = f"OpenCV could not run this net ({_opencv_reason(exc)})"
+    report.warnings.append(why + "; compared shapes and finiteness only")
+    return None
+
+
+def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical) -> OutputCheck:
+    """One output against the net model's shape (but for its ``dynamic`` axes),
+    finiteness and (``ref``) OpenCV's values, both in their ``canonical`` form."""
+    finite = bool(np.all(np.isfinite(y)))
+    max_abs = float(np.max(np.abs(y))) if y.size and finite else (float("nan") if not finite else 0.0)
+    oc = OutputCheck(name=name, shape=tuple(y.shape), expected_shape=tuple(expected), finite=finite, max_abs=max_abs)
+    if dynamic:  # only the static axes are known in advance
+        if len(y.shape) == len(expected):
+            expected = tuple(y.shape[a] if a in dynamic else d for a, d in enumerate(expected))
+    if tuple(y.shape) != tuple(expected):
+        oc.ok = False
+        report.warnings.append(f"output '{name}' has shape {list(y.shape)}, the net model says {list(expected)}")
+    if not finite:
+        oc.ok = False
+    if ref is not None:
+        y, ref = np.asarray(canonical(y)), np.asarray(canonical(np.asarray(ref, dtype=np.float32)), dtype=np.float32)
+        if ref.size == y.size:
+            diff = np.abs(ref.reshape(y.shape).astype(np.float64) - y.astype(np.float64))
+            scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+            oc.max_abs_err = float(np.max(diff)) if diff.size else 0.0
+            oc.max_rel_err = oc.max_abs_err / scale
+            if not (oc.max_abs_err <= rtol * scale):
+                oc.ok = False
+        else:
+            oc.ok = False
+            report.warnings.append(f"OpenCV's '{name}' has {ref.size} values, onnxruntime's {y.size}")
+    return oc
+
+
+def _explain_overflow(report, net, params) -> None:
+    """A warning when outputs overflow, with the first layer type whose ``overflow_hint``
+    explains it (a fresh BatchNorm)."""
+    non_finite = any(not o.finite for o in report.outputs)
+    if not (non_finite or any(o.finite and o.max_abs > 1e20 for o in report.outputs)):
+        return
+    hints = [(l, l.spec.overflow_hint(params.get(l.name) or [])) for l in net.layers]
+    hints = [(l, h) for l, h in hints if h]
+    msg = f"the outputs hold {'non-finite values (inf/NaN)' if non_finite else 'huge values'}"
+    if hints:
+        layer, hint = hints[0]
+        same = sum(1 for l, _ in hints if l.type == layer.type)
+        msg += f"; {same} {layer.type} layer(s) have {hint}"
+    report.warnings.append(msg)
