@@ -44,6 +44,19 @@ INDEX = json.loads((GOLDEN / "index.json").read_text())
 WORST: dict = {}  # folder -> (relative error, net, key)
 ROUNDING: list = []  # nets outside 1e-4 only within their own float32 sensitivity
 
+#: golden nets where some values are outside 1e-4 of Caffe's: their ReLU and MAX decisions
+#: sit at float32 rounding level (Caffe's BLAS and numpy's round differently), so a 1e-7
+#: change of the inputs moves the engine's own results by more than 1e-4.  The strict test
+#: lists them as expected failures; test_float32_sensitive_nets checks them against their
+#: own sensitivity instead.
+FLOAT32_SENSITIVE = {
+    "BVLC__caffe__examples__siamese__mnist_siamese": "2 values off by up to 4e-4; own sensitivity 0.016",
+    "forresti__SqueezeNet__SqueezeNet_v1.1__deploy": "2 values off by up to 6.6e-4; own sensitivity 0.041",
+    "BVLC__caffe__models__bvlc_googlenet__deploy": "96 values off by up to 0.025; own sensitivity 0.027",
+    "soeaver__caffe-model__cls__inception__deploy_inception-v3":
+        "189 values off by up to 0.65 (gradients of ~1e-24 at the input); own sensitivity 0.15",
+}
+
 
 def recipe_blobs(net) -> dict:
     blobs = {}
@@ -67,14 +80,18 @@ def _input_size(net_id) -> int:
     return sum(int(np.prod(z[k].shape)) for k in z.files if k.startswith("input/"))
 
 
-def _ids(folder):
+def _ids(folder, sensitive=False):
+    """The nets of a golden folder: the strict test's (the float32-sensitive ones as
+    expected failures), or with ``sensitive`` only those."""
     idx = json.loads((GOLDEN / folder / "index.json").read_text())
     out = []
     for net_id, entry in sorted(idx["nets"].items()):
-        if not entry.get("ok", True):
+        if not entry.get("ok", True) or (sensitive and net_id not in FLOAT32_SENSITIVE):
             continue
         big = INDEX["nets"].get(net_id, {}).get("n_params", 0) > SLOW_PARAMS or _input_size(net_id) > SLOW_INPUT
         marks = [pytest.mark.slow] if big else []
+        if net_id in FLOAT32_SENSITIVE and not sensitive:
+            marks.append(pytest.mark.xfail(reason="float32-sensitive: " + FLOAT32_SENSITIVE[net_id], strict=True))
         out.append(pytest.param(net_id, entry, marks=marks, id=net_id))
     return out
 
@@ -173,14 +190,13 @@ def _engine(net, params, entry, feeds, golden):
     return eng
 
 
-def _run(folder, net_id, entry, params_of):
-    """Every statistic and array within 1e-4 of Caffe's; where one is not, the net's own
-    float32 sensitivity decides: the forward and backward pass are run again on inputs
-    perturbed by one part in 10^7, and a value passes only if its error against Caffe is
-    within 10x the largest change that perturbation causes in the engine's own values of
-    that kind (statistics, or full arrays) anywhere in the net (a deep net
-    whose ReLU and MAX decisions sit at rounding level: Caffe's BLAS and ours round
-    differently).  Such nets are listed in the summary table."""
+def _run(folder, net_id, entry, params_of, by_sensitivity=False):
+    """Every statistic and array within 1e-4 of Caffe's.  With ``by_sensitivity`` (the
+    FLOAT32_SENSITIVE nets), a value outside that passes only if its error against Caffe
+    is within 10x the largest change that a 1e-7 perturbation of the inputs causes in the
+    engine's own values of that kind (statistics, or full arrays) anywhere in the net (a
+    deep net whose ReLU and MAX decisions sit at rounding level: Caffe's BLAS and ours
+    round differently).  Such nets are listed in the summary table."""
     net = _load(net_id)
     golden = np.load(GOLDEN / folder / f"{net_id}.npz")
     params = params_of(net)
@@ -199,6 +215,8 @@ def _run(folder, net_id, entry, params_of):
     over = {k: v for k, v in errs.items() if not v <= TOL}
     if not over:
         return
+    assert by_sensitivity, (f"{len(over)} of {len(errs)} values differ from Caffe's by more than 1e-4: "
+                            + "; ".join(f"{k}: {v:.3g}" for k, v in list(over.items())[:8]))
     perturbed = {k: (v if np.all(v == np.round(v)) else v * np.float32(1 + 1e-7)) for k, v in feeds.items()}
     eng2 = _engine(net, params, entry, perturbed, golden)
     # the engine's own change under the perturbation, per kind of value, over the whole net
@@ -230,3 +248,8 @@ def test_golden_backward(net_id, entry):
 @pytest.mark.parametrize("net_id,entry", _ids("signal"))
 def test_golden_signal(net_id, entry):
     _run("signal", net_id, entry, lambda net: net.fill(seed=1701, rng="caffe").params)
+
+
+@pytest.mark.parametrize("net_id,entry", _ids("backward", sensitive=True))
+def test_float32_sensitive_nets_within_their_own_sensitivity(net_id, entry):
+    _run("backward", net_id, entry, recipe_blobs, by_sensitivity=True)
