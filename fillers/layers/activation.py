@@ -283,25 +283,23 @@ class Log(Elementwise):
         log_base = f32(1) if base == -1 else f32(np.log(base))
         return scale, shift, f32(f32(1) / log_base)
 
-    def forward(self, bottoms, params, ctx):
-        scale, shift, base_scale = self._scales()
-        x = bottoms[0]
+    def _inner(self, x):
+        """``shift + scale * x`` in float32, in Caffe's order."""
+        scale, shift, _ = self._scales()
         if scale != 1:
             x = x * scale
-        if shift != 0:
-            x = x + shift
-        y = np.log(x)
+        return x + shift if shift != 0 else x
+
+    def forward(self, bottoms, params, ctx):
+        base_scale = self._scales()[2]
+        y = np.log(self._inner(bottoms[0]))
         return [y * base_scale if base_scale != 1 else y]
 
     def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
         if not propagate_down[0]:
             return [None], []
         scale, shift, base_scale = self._scales()
-        x = bottoms[0]
-        if scale != 1:
-            x = x * scale
-        if shift != 0:
-            x = x + shift
+        x = self._inner(bottoms[0])
         g = f32(1) / x
         num = f32(base_scale * scale)
         if num != 1:

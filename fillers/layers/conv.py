@@ -145,6 +145,13 @@ class _ConvBase(LayerType):
         lead = self.count(shape, 0, axis)
         return axis, lead, kernel, stride, pad, dilation, channels, group
 
+    def _plan(self, shape):
+        """``_geometry`` plus the top's shape, num_output and the spatial sizes in and out."""
+        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
+        top = self.outputs([shape])[0]
+        return (axis, lead, kernel, stride, pad, dilation, channels, group, top,
+                int(self.lp.convolution_param.num_output), tuple(shape[axis + 1:]), tuple(top[axis + 1:]))
+
     def forward(self, bottoms, params, ctx):
         """im2col + one matrix product per image and group, as Caffe's ``forward_cpu_gemm``
         (the same GEMM shapes, so the same rounding as closely as a BLAS allows; the batch
@@ -152,10 +159,8 @@ class _ConvBase(LayerType):
         (``backward_cpu_gemm`` then col2im)."""
         p = self.lp.convolution_param
         shape = bottoms[0].shape
-        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
-        top = self.outputs([shape])[0]
-        o = int(p.num_output)
-        spatial_in, spatial_out = tuple(shape[axis + 1:]), tuple(top[axis + 1:])
+        axis, lead, kernel, stride, pad, dilation, channels, group, top, o, spatial_in, spatial_out = \
+            self._plan(shape)
         w = params[0]
         tops = []
         for x in bottoms:
@@ -188,10 +193,8 @@ class _ConvBase(LayerType):
         after image) and the bottom diff (the adjoint GEMM, then col2im)."""
         p = self.lp.convolution_param
         shape = bottoms[0].shape
-        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
-        top = self.outputs([shape])[0]
-        o = int(p.num_output)
-        spatial_in, spatial_out = tuple(shape[axis + 1:]), tuple(top[axis + 1:])
+        axis, lead, kernel, stride, pad, dilation, channels, group, top, o, spatial_in, spatial_out = \
+            self._plan(shape)
         w = params[0]
         want = ctx.param_propagate or [True] * len(params)
         dw = np.zeros(w.shape, dtype=np.float32) if want[0] else None
