@@ -160,7 +160,7 @@ def fill_lsuv(net, *, filler="lsuv", lsuv_base=DEFAULT_BASE, lsuv_tol=DEFAULT_TO
     from ..netfill import fill_net
     from .procedures import procedure_name
 
-    if isinstance(filler, str) and ":" in filler:
+    if (isinstance(filler, str) and ":" in filler) or (isinstance(filler, dict) and set(filler) - {"type"}):
         raise UsageError("lsuv takes its options as --lsuv-base, --lsuv-tol and --lsuv-max-iter "
                          "(lsuv_base=, lsuv_tol=, lsuv_max_iter= in Python), not lsuv:k=v")
     if procedure_name(lsuv_base) is not None:
