@@ -43,11 +43,11 @@ def compare_text(reports) -> str:
         cells = [str(row.depth), row.layer, row.type]
         for rows_of in index:
             other = rows_of.get(row.layer)
-            mark = ""
-            if other is not None and (other.fwd_mark or other.bwd_mark):
-                mark = "*"
-            cells += [_fmt(None if other is None else other.std) + mark,
-                      _fmt(None if other is None else other.grad_std)]
+            if other is None:
+                cells += ["-", "-"]
+                continue
+            cells += [_fmt(other.std) + ("*" if other.fwd_mark else ""),
+                      _fmt(other.grad_std) + ("*" if other.bwd_mark else "")]
         rows.append(cells)
     lines = [f"signal comparison: {base.net} (phase {base.phase}; the same inputs and diffs for each filler)",
              table(rows, head, right=set(range(3, len(head))) | {0})]
@@ -57,7 +57,7 @@ def compare_text(reports) -> str:
             if norms:
                 lines.append(f"{r.label}: {name}: gradient norm at t = 0, {len(norms) // 2}, {len(norms) - 1}: "
                              f"{_fmt(norms[0])}, {_fmt(norms[len(norms) // 2])}, {_fmt(norms[-1])}")
-    lines.append("* the forward or backward signal left [1e-3, 1e3] times its start")
+    lines.append("* outside [1e-3, 1e3] times its start (std: the input's; grad: the output's)")
     for r in reports:
         lines.append(f"{r.label}: {r.summary()}")
     return "\n".join(lines)

@@ -50,7 +50,8 @@ def plot_reports(reports, path, title=None, size=(11.0, 4.2), dpi=100) -> tuple:
     width = size[0] * (1.3 if recurrent else 1.0)
     fig, axes = plt.subplots(1, n, figsize=(width, size[1]), dpi=dpi)
     net = reports[0].net if reports else "net"
-    fig.suptitle(title or f"{net}: signal propagation at initialization")
+    fig.suptitle(title or f"{net}: signal propagation at initialization"
+                 + (f" ({len(reports)} fillers, the same inputs and diffs)" if len(reports) > 1 else ""))
     ax_f, ax_b = axes[0], axes[1]
     for rep in reports:
         xs, fwd, bwd = _series(rep)
@@ -63,7 +64,10 @@ def plot_reports(reports, path, title=None, size=(11.0, 4.2), dpi=100) -> tuple:
     ax_b.set_title("backward")
     ax_b.set_xlabel("depth (weight layers)")
     ax_b.set_ylabel("std of the gradient w.r.t. the output")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_f, ax_b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

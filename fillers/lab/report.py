@@ -26,14 +26,31 @@ import numpy as np
 
 from .engine import TRAIN, Engine, stats
 
-#: layer types reported as nonlinearities (besides every layer with parameters)
-NONLINEAR = frozenset({"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Threshold", "Clip", "Swish"})
 #: a signal below LOW or above HIGH times its start is marked
 LOW, HIGH = 1e-3, 1e3
 
 
+def is_nonlinear(layer) -> bool:
+    """An elementwise activation (ReLU, TanH, Sigmoid, ELU, ... and fork types derived from
+    them) or PReLU, by the layer type's class; Dropout (identity at inference) is not."""
+    from ..layers.activation import Dropout, Elementwise, PReLU
+
+    return isinstance(layer.spec, (Elementwise, PReLU)) and not isinstance(layer.spec, Dropout)
+
+
 def is_recurrent(layer) -> bool:
-    return layer.type in ("RNN", "LSTM") or bool(getattr(layer.spec, "recurrent", False))
+    from ..layers.recurrent import Recurrent
+
+    return isinstance(layer.spec, Recurrent)
+
+
+def _label_like(layer, k) -> bool:
+    """Bottom ``k`` of ``layer`` is read as labels: a bottom past the first that the type
+    refuses a diff (losses' labels) or a layer without a backward pass (Accuracy)."""
+    from .engine import _allow_force
+
+    return k >= 1 and not is_recurrent(layer) and (not _allow_force(layer, k)
+                                                    or not getattr(layer.spec, "has_backward", True))
 
 
 def weighted(layer) -> bool:
@@ -73,8 +90,7 @@ def default_inputs(net, seed=0) -> dict:
                     asked = other.spec.sample_input(k, shape, rng)
                     if asked is not None:
                         value = np.asarray(asked, dtype=np.float32)
-                    elif k == 1 and (other.type.endswith("Loss") or other.type == "Accuracy") \
-                            and len(other.bottom_shapes[0]) > 1:
+                    elif _label_like(other, k) and len(other.bottom_shapes[0]) > 1:
                         classes = int(other.bottom_shapes[0][1])
                         value = rng.integers(0, classes, size=shape).astype(np.float32)
             feeds[t] = value if value is not None else rng.standard_normal(shape).astype(np.float32)
@@ -270,7 +286,7 @@ def signal_report(net, params, feeds=None, output_diffs=None, phase=None, seed=0
     given = dict(feeds or {})
     feeds = {**default_inputs(net, seed), **given} if len(given) < len(net.inputs) else given
     layers = net.layers
-    wanted = [li for li, l in enumerate(layers) if (l.params and not l.is_input) or l.type in NONLINEAR
+    wanted = [li for li, l in enumerate(layers) if (l.params and not l.is_input) or is_nonlinear(l)
               or is_recurrent(l)]
     wanted_set = set(wanted)
     fwd: dict = {}
@@ -365,10 +381,12 @@ def signal_report(net, params, feeds=None, output_diffs=None, phase=None, seed=0
 
 
 def _is_index_input(net, name) -> bool:
-    """An input read as indices or flags (Embed, a recurrent layer's cont, a label)."""
+    """An input read as indices or flags (what a consumer's ``sample_input`` asks for:
+    Embed's indices, a recurrent layer's cont; or labels)."""
+    rng = np.random.default_rng(0)
+    shape = tuple(int(d) for d in net.blobs[name])
     for layer in net.layers:
         for k, b in enumerate(layer.bottoms):
-            if b == name and (layer.type == "Embed" or (k >= 1 and (is_recurrent(layer) or layer.type.endswith("Loss")
-                                                                     or layer.type == "Accuracy"))):
+            if b == name and (_label_like(layer, k) or layer.spec.sample_input(k, shape, rng) is not None):
                 return True
     return False
