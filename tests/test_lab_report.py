@@ -270,3 +270,15 @@ def test_readme_plot_is_committed_and_small():
     png = EXAMPLES.parents[1] / "docs" / "signal_plain20_relu.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
     assert "docs/signal_plain20_relu.png" in (EXAMPLES.parents[1] / "README.md").read_text()
+
+
+def test_report_of_trained_weights(tiny, tmp_path, capsys):
+    w = tmp_path / "w.caffemodel"
+    assert main([str(tiny), "--filler", "msra", "--seed", "9", "-q", "-o", str(w), "--batchnorm", "identity"]) == 0
+    from fillers.caffemodel import read_caffemodel
+
+    conv2 = read_caffemodel(w)["conv2"][0].astype(np.float64)
+    rep = _report_json(capsys, [str(tiny), "--weights", str(w), "--report", "json", "--seed", "1"])
+    assert rep["params"]["conv2/0"]["data"][1] == pytest.approx(conv2.std(), rel=1e-6)
+    row = next(r for r in rep["layers"] if r["layer"] == "conv2")
+    assert row["n_in_var"] == pytest.approx(72 * conv2.var(), rel=1e-5)
