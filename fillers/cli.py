@@ -64,6 +64,9 @@ def epilog() -> str:
     lines = ["fillers (Caffe's semantics; n is fan_in = count/shape[0], fan_out = count/shape[1], "
              "or their mean):"]
     lines += [f"  {name:<{width}}  {FILLER_HELP.get(name, '')}".rstrip() for name in FILLERS]
+    from .lab.procedures import PROCEDURES
+
+    lines += [f"  {name:<{width}}  {help_}" for name, (help_, _) in PROCEDURES.items()]
     lines += ["", "which blobs --filler and --bias-filler replace (by layer type):"]
     rows = []
     for t in known_types():
@@ -84,9 +87,13 @@ def filler_arg(text: str) -> str:
     from .errors import FillerError
     from .init import FILLERS, filler_params
 
+    from .lab.procedures import PROCEDURES
+
     kind = text.partition(":")[0]
+    if kind in PROCEDURES:  # a net-level procedure (LSUV); its options are flags of their own
+        return text
     if kind not in FILLERS:
-        raise argparse.ArgumentTypeError(f"invalid choice: '{kind}' (choose from {', '.join(FILLERS)})")
+        raise argparse.ArgumentTypeError(f"invalid choice: '{kind}' (choose from {', '.join([*FILLERS, *PROCEDURES])})")
     try:
         filler_params(text)
     except FillerError as exc:
@@ -160,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     ox.add_argument("--no-check", dest="check", action="store_false", help="skip the check")
     ox.add_argument("--all-blobs", action="store_true",
                     help="debug: make every blob of the net an ONNX output")
+    from .lab.cli import add_arguments as add_lab_arguments
+
+    add_lab_arguments(p)
     return p
 
 
@@ -313,11 +323,16 @@ def _run(args, parser) -> int:
         return 0
 
     weight_spec = _weight_filler_spec(args)
+    from .lab import cli as lab
+
+    if lab.wanted(args):  # --report / --compare / --plot
+        return lab.run(args, net, weight_spec, _warn)
     progress = Progress(net.n_params, "filling", enabled=not args.quiet and net.n_params > 10_000_000)
     t0 = time.perf_counter()
     filled = net.fill(filler=weight_spec, bias_filler=args.bias_filler, seed=args.seed, rng=args.rng,
                       caffe_version=args.caffe_version, weights=args.weights, batchnorm=args.batchnorm,
-                      progress=progress)
+                      progress=progress,
+                      **lab.procedure_options(args, weight_spec, lab.read_feeds(args, net)[0], args.quiet))
     t_fill = time.perf_counter() - t0
     _warn(filled.warnings)
     if not args.quiet:

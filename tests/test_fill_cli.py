@@ -98,10 +98,12 @@ def test_fresh_batchnorm_overflow_is_explained(tmp_path, capsys):
     p.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }\n'
                  + body)
     onnx_path = tmp_path / "bn.onnx"
-    assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path)]) == 1
+    # issue 9 changed this from exit 1: the numpy engine (Caffe's arithmetic) overflows at the
+    # same positions, so the export is faithful; the net overflows, and the warning says why
+    assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path)]) == 0
     err = capsys.readouterr().err
     assert "20 BatchNorm layer(s) have a scale factor of 0" in err and "use --batchnorm identity" in err
-    assert err.strip().splitlines()[-1] == f"fill-net: error: the check of {onnx_path} failed (outputs: x); see the warnings above"
+    assert "the export is faithful" in err and "overflows" in err and "error" not in err
     assert main([str(p), "--seed", "1", "-q", "-o", str(tmp_path / "bn.caffemodel"), "--onnx", str(onnx_path),
                  "--batchnorm", "identity"]) == 0
 

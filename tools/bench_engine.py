@@ -1,5 +1,11 @@
 """The numpy engine (fillers.lab) on ResNet-50 at batch 8: its forward against onnxruntime's
-forward of the same export, its backward against its own forward, and peak memory.
+forward of the same export, its backward against its own forward, LSUV against its own
+forward, and peak memory.
+
+LSUV (``fillers.lab.lsuv`` on an orthogonal fill, prototxt BatchNorm statistics as Caffe
+leaves them) is timed on a fresh copy of the fill each run; the figure in forward passes
+divides by the engine's inference forward (target < 15).  The orthogonal base fill itself
+(QR of every weight blob) is timed apart, and so is ``net.fill(filler="lsuv")`` end to end.
 
 All ratios come from the same run.  Weights: He-normal convolutions and InnerProduct,
 BatchNorm mean 0 / variance 1 / factor 1, Scale 1 / bias 0 (so the signal stays finite);
@@ -137,6 +143,30 @@ def main(argv=None):
     eng.backward(diffs)
     peak_both = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    # LSUV: the rescaling passes on a fresh orthogonal fill (each run on its own copy)
+    from fillers.lab import lsuv
+
+    t0 = time.perf_counter()
+    base = net.fill(filler="orthogonal", seed=1).params
+    t_base = time.perf_counter() - t0
+    copies = [{k: [a.copy() for a in v] for k, v in base.items()} for _ in range(args.repeat)]
+    lsuv(net, {k: [a.copy() for a in v] for k, v in base.items()}, feeds)  # warm-up
+    t_lsuv, runs, worst = float("inf"), 0, 0.0
+    for c in copies:
+        t0 = time.perf_counter()
+        res = lsuv(net, c, feeds)
+        t_lsuv = min(t_lsuv, time.perf_counter() - t0)
+        runs = res.layer_runs
+        worst = max(abs(v - 1) for v in res.variances.values())
+    del copies
+    fresh = {k: [a.copy() for a in v] for k, v in base.items()}
+    tracemalloc.start()
+    lsuv(net, fresh, feeds)
+    peak_lsuv = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    t0 = time.perf_counter()
+    net.fill(filler="lsuv", seed=1, inputs=feeds)
+    t_fill_lsuv = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"onnxruntime forward           {t_ort * 1e3:9.1f} ms")
@@ -145,8 +175,13 @@ def main(argv=None):
     print(f"engine forward (keep blobs)   {t_fwd_keep * 1e3:9.1f} ms")
     print(f"engine backward               {t_bwd * 1e3:9.1f} ms   {t_bwd / t_fwd_keep:5.2f}x its forward "
           f"(target <= 3x)")
+    print(f"LSUV (rescaling)              {t_lsuv * 1e3:9.1f} ms   {t_lsuv / t_fwd:5.2f} forward passes "
+          f"(target < 15); {runs} layer runs for {len(net.layers)} layers; worst |Var - 1| {worst:.3g}")
+    print(f"orthogonal base fill          {t_base * 1e3:9.1f} ms   ({t_base / t_fwd:.2f} forward passes); "
+          f"net.fill(filler='lsuv') end to end {t_fill_lsuv * 1e3:.1f} ms ({t_fill_lsuv / t_fwd:.2f} forward passes)")
     print(f"peak traced numpy memory: forward (inference) {peak_fwd / 2**20:.0f} MiB, forward + backward "
-          f"{peak_both / 2**20:.0f} MiB; process max RSS {rss:.0f} MiB")
+          f"{peak_both / 2**20:.0f} MiB, LSUV (the weights not counted) {peak_lsuv / 2**20:.0f} MiB; "
+          f"process max RSS {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -280,58 +280,89 @@ class Engine:
                     self.data_needed[v] = True
 
     # ---- forward ---------------------------------------------------------------------------
-    def forward(self, feeds: Optional[dict] = None, keep: bool = True) -> dict:
+    def forward(self, feeds: Optional[dict] = None, keep: bool = True, outputs=None, observer=None) -> dict:
         """Run every layer in net order; returns ``{blob name: array}`` with each name's final
         data (its last writer's output).  ``feeds`` gives the data layers' tops by name.
         ``keep=False`` frees every array as soon as no later layer reads it (forward only;
-        the result then holds the net's outputs only)."""
-        feeds = dict(feeds or {})
+        the result then holds the net's outputs only, or the names in ``outputs``).
+        ``observer(layer index, bottoms, tops)`` is called after each layer (the report's
+        statistics of each layer's own tops, before an in-place successor replaces them)."""
         data: dict = {}
-        remaining = {v: len(c) for v, c in self.consumers.items()}
-        outputs = set(self.final_version[n] for n in self.net.outputs)
-        for li, layer in enumerate(self.net.layers):
-            ctx = self.ctxs[li]
-            ctx.cache = {}
-            if not layer.bottoms:
-                ctx.feeds = [None if feeds.get(t) is None else np.asarray(feeds[t], dtype=np.float32)
-                             for t in layer.tops]
-            bottoms = [data[v] for v in self.lbottoms[li]]
-            try:
-                tops = layer.spec.forward(bottoms, self.params[li], ctx)
-            except NotImplementedError:
-                raise
-            except Exception as exc:  # name the layer
-                raise type(exc)(f"layer '{layer.name}' ({layer.type}): {exc}") from exc
-            for v, t, shape in zip(self.ltops[li], tops, layer.top_shapes):
-                t = np.asarray(t, dtype=np.float32)
-                if t.shape != tuple(shape):
-                    if t.size == self.net.layers[li].spec.count(shape):
-                        t = t.reshape(shape)
-                    else:
-                        raise ValueError(f"layer '{layer.name}' ({layer.type}) produced {t.shape}, "
-                                         f"Caffe's shape is {tuple(shape)}")
-                data[v] = t
-            for v in self.lbottoms[li]:
-                remaining[v] -= 1
-                if remaining[v] == 0 and v not in outputs and v in data and (not keep or not self.data_needed[v]):
-                    del data[v]  # no later layer reads it, and no backward either
-            if not keep:
-                ctx.cache = {}
+        state = self.start_forward(feeds, keep, outputs)
+        for li in range(len(self.net.layers)):
+            tops = self.forward_layer(li, data, state)
+            if observer is not None:
+                observer(li, [data[v] for v in self.lbottoms[li]], tops)
+            self.release(li, data, state)
+        return self.finish_forward(data, state)
+
+    def start_forward(self, feeds=None, keep: bool = True, outputs=None) -> dict:
+        """The bookkeeping of a layer-by-layer forward (:meth:`forward_layer`,
+        :meth:`release`, :meth:`finish_forward`; LSUV re-runs a layer between them)."""
+        wanted = self.net.outputs if outputs is None else list(outputs)
+        return {"feeds": dict(feeds or {}), "keep": keep, "wanted": wanted,
+                "remaining": {v: len(c) for v, c in self.consumers.items()},
+                "outputs": set(self.final_version[n] for n in wanted if n in self.final_version)}
+
+    def forward_layer(self, li: int, data: dict, state: dict) -> list:
+        """Run layer ``li`` on its bottoms' versions in ``data``; stores and returns its tops."""
+        layer = self.net.layers[li]
+        ctx = self.ctxs[li]
+        ctx.cache = {}
+        feeds = state["feeds"]
+        if not layer.bottoms:
+            ctx.feeds = [None if feeds.get(t) is None else np.asarray(feeds[t], dtype=np.float32)
+                         for t in layer.tops]
+        bottoms = [data[v] for v in self.lbottoms[li]]
+        try:
+            tops = layer.spec.forward(bottoms, self.params[li], ctx)
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # name the layer
+            raise type(exc)(f"layer '{layer.name}' ({layer.type}): {exc}") from exc
+        out = []
+        for v, t, shape in zip(self.ltops[li], tops, layer.top_shapes):
+            t = np.asarray(t, dtype=np.float32)
+            if t.shape != tuple(shape):
+                if t.size == layer.spec.count(shape):
+                    t = t.reshape(shape)
+                else:
+                    raise ValueError(f"layer '{layer.name}' ({layer.type}) produced {t.shape}, "
+                                     f"Caffe's shape is {tuple(shape)}")
+            data[v] = t
+            out.append(t)
+        return out
+
+    def release(self, li: int, data: dict, state: dict) -> None:
+        """After layer ``li``: free what no later layer (and no backward) reads."""
+        keep, remaining, outputs = state["keep"], state["remaining"], state["outputs"]
+        for v in self.lbottoms[li]:
+            remaining[v] -= 1
+            if remaining[v] == 0 and v not in outputs and v in data and (not keep or not self.data_needed[v]):
+                del data[v]  # no later layer reads it, and no backward either
+        if not keep:
+            self.ctxs[li].cache = {}
+
+    def finish_forward(self, data: dict, state: dict) -> dict:
         self._data = data
-        self._kept = keep
-        if keep:
+        self._kept = state["keep"]
+        if state["keep"]:
             return {n: data[v] for n, v in self.final_version.items() if v in data}
-        return {n: data[self.final_version[n]] for n in self.net.outputs}
+        return {n: data[self.final_version[n]] for n in state["wanted"] if self.final_version.get(n) in data}
 
     # ---- backward --------------------------------------------------------------------------
-    def backward(self, output_diffs: Optional[dict] = None):
+    def backward(self, output_diffs: Optional[dict] = None, observer=None):
         """Caffe's ``Net::Backward`` after :meth:`forward`.  ``output_diffs``: the diffs of net
         outputs (``{name: array}``; a loss layer's top gets its ``loss_weight`` unless given).
 
         Returns ``(blob_diffs, param_diffs)``: ``{blob name: diff}`` for every blob (Caffe's
         diff buffer: a name written in place holds the diff with respect to its first
         writer's output; zeros where no diff reaches), and ``{layer name: [diff per blob]}``
-        for the layers owning parameters (shared blobs' diffs summed into the owner)."""
+        for the layers owning parameters (shared blobs' diffs summed into the owner).
+
+        ``observer(layer index, top diffs, bottom diffs, parameter diffs)`` is called after
+        each layer's backward (the diffs with respect to that layer's own tops, before an
+        in-place predecessor's backward replaces them in Caffe's shared buffer)."""
         if not self._data or not getattr(self, "_kept", False):
             raise RuntimeError("backward needs a forward(..., keep=True) first")
         layers = self.net.layers
@@ -375,6 +406,8 @@ class Engine:
                 raise
             except Exception as exc:
                 raise type(exc)(f"layer '{layer.name}' ({layer.type}) backward: {exc}") from exc
+            if observer is not None:
+                observer(li, top_diffs, list(bdiffs), list(ldiffs or []))
             for k, v in enumerate(self.lbottoms[li]):
                 if not pd[k]:
                     continue
