@@ -160,3 +160,12 @@ def test_data_layer_inputs_are_listed(tmp_path, capsys):
                  'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }\n')
     assert main([str(p), "--phase", "TRAIN", "--input", "data=4,3,5,5", "--dry-run"]) == 0
     assert "inputs: data, label;" in capsys.readouterr().out
+
+
+def test_batch_statistics_batchnorm_is_not_warned_about(tmp_path):
+    p = tmp_path / "bn.prototxt"
+    p.write_text('input: "x" input_shape { dim: 2 dim: 3 dim: 4 dim: 4 }\n'
+                 'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" batch_norm_param { use_global_stats: false } }\n'
+                 'layer { name: "bn2" type: "BatchNorm" bottom: "y" top: "z" }\n')
+    warnings = load(p).fill(seed=0).warnings
+    assert len(warnings) == 1 and warnings[0].startswith("1 BatchNorm layer(s) (bn2) hold fresh statistics")

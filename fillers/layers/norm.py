@@ -47,6 +47,8 @@ class BatchNorm(LayerType):
         mean 0, variance 1, factor 1 instead."""
         if mode == "identity":
             return [np.zeros_like(arrays[0]), np.ones_like(arrays[1]), np.ones_like(arrays[2])], None
+        if not self.use_global_stats():  # normalizes with each batch's own statistics
+            return None, None
         return None, ("fresh statistics (mean 0, variance 0, factor 0): at inference Caffe multiplies their "
                       "input by 1/sqrt(eps) (316x at eps 1e-5); use --batchnorm identity for mean 0, variance 1")
 
