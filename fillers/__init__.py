@@ -18,7 +18,8 @@ from .errors import (ExportError, FillersError, MissingInputShapeError, NetError
                      UnknownLayerTypeError, UsageError)
 from .net import Net, load
 # The fillers (module fillers.init), as functions of the package: ``fillers.fill`` is the function.
-from .init import bilinear, constant, fill, gaussian, msra, positive_unitball, uniform, xavier
+from .init import (bilinear, constant, delta_orthogonal, fill, gaussian, msra, orthogonal, positive_unitball,
+                   uniform, xavier)
 from .fans import fan_in_fan_out
 from .rng import CaffeRNG, FastRNG
 
@@ -33,7 +34,7 @@ _LAZY = {
 }
 
 __all__ = sorted(set(_LAZY) | {"load", "Net", "constant", "uniform", "gaussian", "positive_unitball", "xavier",
-                               "msra", "bilinear", "fill", "fan_in_fan_out", "CaffeRNG", "FastRNG", "FillersError", "ParseError", "NetError",
+                               "msra", "bilinear", "orthogonal", "delta_orthogonal", "fill", "fan_in_fan_out", "CaffeRNG", "FastRNG", "FillersError", "ParseError", "NetError",
                                "UnknownLayerTypeError", "MissingInputShapeError", "UsageError",
                                "ExportError"})
 

@@ -36,6 +36,8 @@ FILLER_HELP = {
     "xavier": "U(-sqrt(3/n), sqrt(3/n))",
     "msra": "N(0, sqrt(2/n))",
     "bilinear": "upsampling kernels for Deconvolution (4-d, square)",
+    "orthogonal": "not Caffe's: Saxe et al., rows or columns orthonormal, times gain (orthogonal:gain=G)",
+    "delta_orthogonal": "not Caffe's: Xiao et al., orthogonal centre tap, zeros elsewhere (in <= out channels)",
 }
 
 EXAMPLES = """\
@@ -62,6 +64,9 @@ def epilog() -> str:
     lines = ["fillers (Caffe's semantics; n is fan_in = count/shape[0], fan_out = count/shape[1], "
              "or their mean):"]
     lines += [f"  {name:<{width}}  {FILLER_HELP.get(name, '')}".rstrip() for name in FILLERS]
+    from .lab.procedures import PROCEDURES
+
+    lines += [f"  {name:<{width}}  {help_}" for name, (help_, _) in PROCEDURES.items()]
     lines += ["", "which blobs --filler and --bias-filler replace (by layer type):"]
     rows = []
     for t in known_types():
@@ -82,9 +87,13 @@ def filler_arg(text: str) -> str:
     from .errors import FillerError
     from .init import FILLERS, filler_params
 
+    from .lab.procedures import PROCEDURES
+
     kind = text.partition(":")[0]
+    if kind in PROCEDURES:  # a net-level procedure (LSUV); its options are flags of their own
+        return text
     if kind not in FILLERS:
-        raise argparse.ArgumentTypeError(f"invalid choice: '{kind}' (choose from {', '.join(FILLERS)})")
+        raise argparse.ArgumentTypeError(f"invalid choice: '{kind}' (choose from {', '.join([*FILLERS, *PROCEDURES])})")
     try:
         filler_params(text)
     except FillerError as exc:
@@ -166,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     ox.add_argument("--no-check", dest="check", action="store_false", help="skip the check")
     ox.add_argument("--all-blobs", action="store_true",
                     help="debug: make every blob of the net an ONNX output")
+    from .lab.cli import add_arguments as add_lab_arguments
+
+    add_lab_arguments(p)
     return p
 
 
@@ -260,7 +272,24 @@ def _weight_filler_spec(args):
     return {**parse_compact(args.filler), **given}
 
 
+def _plugins_first(argv) -> None:
+    """Load the --plugin files before the parser is built, so that --help and the
+    registries it lists know their layer types."""
+    from .layers import load_plugin
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    for spec in pre.parse_known_args(argv)[0].plugin:
+        load_plugin(spec)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _plugins_first(argv)
+    except FillersError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -290,10 +319,6 @@ def layer_list() -> str:
 
 
 def _run(args, parser) -> int:
-    from .layers import load_plugin
-
-    for spec in args.plugin:
-        load_plugin(spec)
     if len(args.model) > 1 or (args.model and os.path.isdir(args.model[0])):
         from .zoo import main_zoo
 
@@ -301,7 +326,6 @@ def _run(args, parser) -> int:
             raise UsageError("--dry-run takes one model")
         return main_zoo(args, args.model)
     args.model = args.model[0] if args.model else None
-
     if args.list_layers:
         print(layer_list())
         return 0
@@ -319,19 +343,27 @@ def _run(args, parser) -> int:
         return 0
 
     weight_spec = _weight_filler_spec(args)
+    from .lab import cli as lab
+
+    if lab.wanted(args):  # --report / --compare / --plot
+        return lab.run(args, net, weight_spec, _warn)
     progress = Progress(net.n_params, "filling", enabled=not args.quiet and net.n_params > 10_000_000)
-    from .stream import caffemodel_for, stream_fill
+    from .stream import caffemodel_for, fill_in_memory, stream_fill
+
+    # a net-level procedure (--filler lsuv) runs forward passes: in memory; the rest is streamed
+    procedure = lab.procedure_options(args, weight_spec, lab.read_feeds(args, net)[0], args.quiet)
+    fill = fill_in_memory if procedure else stream_fill
 
     out = None if args.no_caffemodel else args.output or os.path.splitext(os.path.basename(args.model))[0] + ".caffemodel"
     written, status = [], 0
     with caffemodel_for(out, args.onnx) as weights_path:  # streamed: blob by blob, bounded memory
-        filled = stream_fill(net, weights_path, npz=args.npz, filler=weight_spec, bias_filler=args.bias_filler,
-                             seed=args.seed, rng=args.rng, caffe_version=args.caffe_version, weights=args.weights,
-                             batchnorm=args.batchnorm, stats=not args.quiet, progress=progress)
+        filled = fill(net, weights_path, npz=args.npz, filler=weight_spec, bias_filler=args.bias_filler,
+                      seed=args.seed, rng=args.rng, caffe_version=args.caffe_version, weights=args.weights,
+                      batchnorm=args.batchnorm, stats=not args.quiet, progress=progress, **procedure)
         _warn(filled.warnings)
         if not args.quiet:
             print(fill_table(filled))
-            if args.weights:
+            if args.weights and filled.trained is not None:
                 print("\n" + filled.trained.summary())
             print(f"\n{net.n_params:,} parameters filled in {filled.seconds:.2f} s (rng {filled.rng}, seed {filled.seed})")
         if out is not None:

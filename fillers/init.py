@@ -41,7 +41,7 @@ from .rng import make_rng
 
 __all__ = [
     "FillerError", "FILLER_DEFAULTS", "FILLERS", "constant", "uniform", "gaussian",
-    "positive_unitball", "variance_scaling", "xavier", "msra", "bilinear", "fill",
+    "positive_unitball", "variance_scaling", "xavier", "msra", "bilinear", "orthogonal", "delta_orthogonal", "fill",
     "filler_params", "parse_compact", "describe", "fan_in_fan_out", "variance_norm_n", "FAN_IN", "FAN_OUT", "AVERAGE",
 ]
 
@@ -52,6 +52,9 @@ FILLER_DEFAULTS = {
     "type": "constant", "value": 0.0, "min": 0.0, "max": 1.0, "mean": 0.0, "std": 1.0,
     "sparse": -1, "variance_norm": FAN_IN,
 }
+#: fields of this package's own fillers (orthogonal, delta_orthogonal), not in Caffe's
+#: FillerParameter: given in the compact form (``orthogonal:gain=1.414``) or a dict
+EXTRA_DEFAULTS = {"gain": 1.0}
 
 #: scratch size of the positive_unitball row sums: values per piece, columns per piece
 _SCRATCH = 1 << 20
@@ -273,17 +276,18 @@ def filler_params(filler):
     if isinstance(filler, str):
         filler = parse_compact(filler)
     if isinstance(filler, Mapping):
-        unknown = sorted(set(filler) - set(FILLER_DEFAULTS))
+        unknown = sorted(set(filler) - set(FILLER_DEFAULTS) - set(EXTRA_DEFAULTS))
         if unknown:
             raise FillerError(f"Unknown FillerParameter field(s) {', '.join(map(repr, unknown))}; "
                               f"the fields are {', '.join(FILLER_DEFAULTS)}.")
-        raw = {**FILLER_DEFAULTS, **filler}
+        raw = {**FILLER_DEFAULTS, **EXTRA_DEFAULTS, **filler}
     else:
-        raw = {k: getattr(filler, k, d) for k, d in FILLER_DEFAULTS.items()}
+        raw = {k: getattr(filler, k, d) for k, d in {**FILLER_DEFAULTS, **EXTRA_DEFAULTS}.items()}
     p = {"type": str(raw["type"])}
     if p["type"] not in FILLERS:
         raise FillerError(f"Unknown filler type {p['type']!r}; the known types are {', '.join(FILLERS)}.")
-    for k in ("value", "min", "max", "mean", "std"):
+    ours = ("gain",) if p["type"] in ("orthogonal", "delta_orthogonal") else ()
+    for k in ("value", "min", "max", "mean", "std") + ours:
         try:
             p[k] = _F32(raw[k])
         except (TypeError, ValueError):
@@ -325,6 +329,8 @@ def describe(filler) -> str:
         return f"gaussian({p['mean']:g},{p['std']:g})" + (f",sparse={p['sparse']}" if p["sparse"] >= 0 else "")
     if t in ("xavier", "msra"):
         return f"{t}({norm})"
+    if t in ("orthogonal", "delta_orthogonal"):
+        return f"{t}(gain={p['gain']:g})"
     return t
 
 
@@ -363,6 +369,78 @@ def _fill_bilinear(shape, p, rng, version):
 
 
 #: filler type -> ``fn(shape, params, rng, caffe_version)``, in filler.hpp's order
+def orthogonal(shape, gain=1.0, rng=None):
+    """Saxe et al. (2013): an orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
+
+    The blob is seen as a ``shape[0] x (count / shape[0])`` matrix (Caffe's fan_in axes);
+    a Gaussian matrix drawn from ``rng`` (``count`` values, so a CaffeRNG's stream moves as
+    for a gaussian fill) is orthonormalized by QR (signs fixed by ``R``'s diagonal, so the
+    result is Haar-distributed), in float64: the rows are orthonormal when there are no
+    more rows than columns, else the columns.  Not a Caffe filler (Caffe aborts on it).
+
+    Example:
+        >>> w = orthogonal((4, 2, 3, 3), rng=0).reshape(4, -1)
+        >>> bool(np.allclose(w @ w.T, np.eye(4), atol=1e-5))
+        True
+    """
+    dims, count = _nonempty(shape, "orthogonal")
+    if not dims:
+        raise FillerError("The orthogonal filler needs a blob with at least one axis.")
+    rows = dims[0]
+    cols = count // rows
+    a = make_rng(rng).gaussian(count, 0.0, 1.0).astype(np.float64).reshape(rows, cols)
+    q = _orthonormal(a)
+    return (q * float(_F32(gain))).astype(_F32).reshape(dims)
+
+
+def _orthonormal(a):
+    """The Q of ``a``'s QR with ``sign(diag(R))`` folded in, for tall or wide ``a``."""
+    wide = a.shape[0] < a.shape[1]
+    m = a.T if wide else a
+    q, r = np.linalg.qr(m)
+    q = q * np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))
+    return q.T if wide else q
+
+
+def delta_orthogonal(shape, gain=1.0, rng=None):
+    """Xiao et al. (2018): a convolution kernel that is zero but at its centre tap, where
+    the ``out x in`` matrix is orthogonal (times ``gain``); the signal then passes a deep
+    CNN as through an orthogonal linear map.  ``shape`` is ``[out, in, k...]`` (a 2-axis
+    blob is simply orthogonal); ``in`` must not exceed ``out`` (the columns must be
+    orthonormal).  The centre of a side of even size k is ``k // 2``.  Draws ``out * in``
+    Gaussian values.
+
+    Example:
+        >>> w = delta_orthogonal((4, 2, 3, 3), rng=0)
+        >>> bool((w[:, :, 1, 1] != 0).all()) and float(np.abs(w).sum() - np.abs(w[:, :, 1, 1]).sum())
+        0.0
+    """
+    dims, _ = _nonempty(shape, "delta_orthogonal")
+    if len(dims) < 2:
+        raise FillerError(f"The delta_orthogonal filler needs a blob [out, in, k...], got {list(dims)}.")
+    if len(dims) == 2:  # no spatial taps: a plain orthogonal matrix
+        return orthogonal(dims, gain, rng)
+    out_c, in_c = dims[0], dims[1]
+    if in_c > out_c:
+        raise FillerError(f"The delta_orthogonal filler needs in channels <= out channels (an orthogonal "
+                          f"centre tap has orthonormal columns only then); this blob {list(dims)} has "
+                          f"{in_c} in and {out_c} out.")
+    centre = orthogonal((out_c, in_c), gain, rng)
+    w = np.zeros(dims, _F32)
+    w[(slice(None), slice(None)) + tuple(k // 2 for k in dims[2:])] = centre
+    return w
+
+
+def _fill_orthogonal(shape, p, rng, version):
+    _sparse_unsupported(p["sparse"], "orthogonal")
+    return orthogonal(shape, p["gain"], rng)
+
+
+def _fill_delta_orthogonal(shape, p, rng, version):
+    _sparse_unsupported(p["sparse"], "delta_orthogonal")
+    return delta_orthogonal(shape, p["gain"], rng)
+
+
 FILLERS = {
     "constant": _fill_constant,
     "gaussian": _fill_gaussian,
@@ -371,6 +449,9 @@ FILLERS = {
     "xavier": _fill_xavier,
     "msra": _fill_msra,
     "bilinear": _fill_bilinear,
+    # not Caffe's: the fillers the signal-propagation analysis calls for
+    "orthogonal": _fill_orthogonal,
+    "delta_orthogonal": _fill_delta_orthogonal,
 }
 
 

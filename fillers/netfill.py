@@ -198,7 +198,7 @@ def unknown_filler_warnings(net, overrides) -> list:
 
 
 def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe_version="master",
-             weights=None, batchnorm="caffe", progress: Optional[Callable] = None) -> FilledNet:
+             weights=None, batchnorm="caffe", progress: Optional[Callable] = None, **procedure_options) -> FilledNet:
     """Fill every parameter blob of ``net`` as Caffe would.
 
     Args:
@@ -219,11 +219,23 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
         batchnorm: ``"caffe"`` (fresh statistics 0/0/0, as Caffe; a warning names the
             layers) or ``"identity"`` (mean 0, variance 1, factor 1).
         progress: called as ``progress(done_values, total_values, layer_name)``.
+        procedure_options: for a net-level procedure named as ``filler`` (``"lsuv"``:
+            ``lsuv_base``, ``lsuv_tol``, ``lsuv_max_iter``, ``inputs``, ``phase``,
+            ``lsuv_progress``; see :mod:`fillers.lab.procedures`).
 
     Every array is held in memory (see :class:`FilledNet`); a net whose arrays would not
     fit in the available memory is refused with a :class:`~fillers.errors.UsageError`
     naming the streaming alternative, :func:`fillers.stream.stream_fill`.
     """
+    from .lab.procedures import procedure_for
+
+    procedure = procedure_for(filler)
+    if procedure is not None:  # a net-level procedure (LSUV): it fills through this function
+        return procedure(net, filler=filler, bias_filler=bias_filler, seed=seed, rng=rng,
+                         caffe_version=caffe_version, weights=weights, batchnorm=batchnorm, progress=progress,
+                         **procedure_options)
+    if procedure_options:
+        raise UsageError(f"unknown fill option(s): {', '.join(sorted(procedure_options))}")
     if caffe_version not in CAFFE_VERSIONS:
         raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
     if batchnorm not in BATCHNORM_MODES:

@@ -573,6 +573,25 @@ def stream_fill(net, caffemodel=None, *, npz=None, filler=None, bias_filler=None
     return result
 
 
+def fill_in_memory(net, caffemodel=None, *, npz=None, stats: bool = True, progress=None, **options) -> StreamedFill:
+    """:func:`fillers.netfill.fill_net` (every array in memory: what a net-level procedure
+    such as ``filler="lsuv"`` needs, as it runs the net) written to the outputs of
+    :func:`stream_fill`, with its kind of result (``.params`` are the arrays in memory)."""
+    t0 = time.perf_counter()
+    filled = net.fill(progress=progress, **options)
+    res = StreamedFill(net=net, records=filled.records, seed=filled.seed, rng=filled.rng,
+                       warnings=list(filled.warnings), trained=getattr(filled, "trained", None),
+                       caffemodel=None if caffemodel is None else os.fspath(caffemodel),
+                       npz=None if npz is None else os.fspath(npz), _params=filled.params)
+    if caffemodel is not None:
+        res.sizes["caffemodel"] = filled.save(caffemodel)
+    if npz is not None:
+        filled.save_npz(npz)
+        res.sizes["npz"] = os.path.getsize(npz)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
 class _Filler:
     """One streaming pass over the net (see :func:`stream_fill`)."""
 

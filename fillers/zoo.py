@@ -133,7 +133,7 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
     """Build, fill (streamed) and write one model, and export and check it when asked;
     never raises for a bad model (the result says what happened)."""
     from .errors import ExportError, FillersError
-    from .stream import caffemodel_for, stream_fill
+    from .stream import caffemodel_for, fill_in_memory, stream_fill
 
     res = ZooResult(model=name, path=os.fspath(path))
     t0 = time.perf_counter()
@@ -152,10 +152,13 @@ def run_model(path, name, options: ZooOptions, out_dir=".") -> ZooResult:
             return None if template is None else os.path.join(out_dir, template.replace("{name}", name))
 
         model_path, npz, onnx = target(options.caffemodel), target(options.npz), target(options.onnx)
+        from .lab.procedures import procedure_for
+
+        fill = fill_in_memory if procedure_for(options.filler) is not None else stream_fill  # LSUV runs the net
         with caffemodel_for(model_path, onnx) as weights_path:
-            filled = stream_fill(net, weights_path, npz=npz, filler=options.filler, bias_filler=options.bias_filler,
-                                 seed=options.seed, rng=options.rng, caffe_version=options.caffe_version,
-                                 weights=options.weights, batchnorm=options.batchnorm, stats=False)
+            filled = fill(net, weights_path, npz=npz, filler=options.filler, bias_filler=options.bias_filler,
+                          seed=options.seed, rng=options.rng, caffe_version=options.caffe_version,
+                          weights=options.weights, batchnorm=options.batchnorm, stats=False)
             res.warnings += filled.warnings
             res.outputs += [p for p in (model_path, npz) if p is not None]
             if onnx is not None:

@@ -357,7 +357,7 @@ def test_fill_takes_caffe_pb2_messages():
 
 def test_unknown_filler_type_lists_the_known_ones():
     with pytest.raises(ValueError) as e:
-        fill((3, 3), {"type": "orthogonal"})
+        fill((3, 3), {"type": "lecun_normal"})
     for name in FILLERS:
         assert name in str(e.value)
 

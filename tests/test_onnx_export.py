@@ -198,8 +198,47 @@ def test_export_and_check_fresh_batchnorm_hint(tmp_path):
     net = load(str(tmp_path / "bn.prototxt"))
     blobs = {f"bn{i}": [np.zeros(3, np.float32), np.zeros(3, np.float32), np.zeros(1, np.float32)] for i in range(4)}
     report = export_and_check((net, blobs), str(tmp_path / "bn.onnx"), compare_opencv=False)
+    # issue 9: inf/NaN where the numpy engine (Caffe's arithmetic) has them is faithful, with the hint
+    assert report.ok and report.overflow and report.engine
+    assert any("--batchnorm identity" in w and "4 BatchNorm" in w and "faithful" in w for w in report.warnings)
+    (row,) = report.outputs
+    assert not row.finite and row.overflow and "overflows" in report.text()
+    # without the engine (today's check, shapes and finiteness) it fails as before
+    report = export_and_check((net, blobs), str(tmp_path / "bn.onnx"), compare_opencv=False, compare_engine=False)
     assert not report.ok
     assert any("--batchnorm identity" in w and "4 BatchNorm" in w for w in report.warnings)
+
+
+def test_export_check_compares_with_the_engine_and_falls_back(tmp_path, monkeypatch):
+    net = load(str(net_path(SMALL)))
+    blobs = recipe_blobs(net)
+    report = export_and_check((net, blobs), str(tmp_path / "c.onnx"), compare_opencv=False)
+    assert report.ok and report.engine and report.reference is None
+    (row,) = report.outputs
+    assert row.engine_rel_err is not None and row.engine_rel_err < 1e-5
+    assert "max abs err vs engine" in report.text()
+    # a wrong export is caught by the engine alone (no OpenCV): corrupt the weights the engine sees
+    from fillers.onnx import check
+
+    real = check._engine_reference
+
+    def skewed(report, net, params, info, feeds):
+        got = real(report, net, params, info, feeds)
+        return {k: v * 1.01 + 0.01 for k, v in got.items()}
+
+    monkeypatch.setattr(check, "_engine_reference", skewed)
+    bad = export_and_check((net, blobs), str(tmp_path / "c.onnx"), compare_opencv=False)
+    assert not bad.ok and any("differs from the numpy engine" in w for w in bad.warnings)
+    monkeypatch.undo()
+    # a layer type without a numpy forward pass: today's check, with a note
+    from fillers.layers.base import LayerType
+
+    spec_type = type(net.layers[1].spec)
+    monkeypatch.setattr(spec_type, "forward", LayerType.forward)
+    report = export_and_check((net, blobs), str(tmp_path / "c.onnx"), compare_opencv=False)
+    assert report.ok and not report.engine
+    assert any("not compared with the numpy engine" in w and "no forward pass in numpy" in w for w in report.warnings)
+    assert "shapes and finiteness only" in report.text()
 
 
 def test_no_check_and_missing_weights(tmp_path):

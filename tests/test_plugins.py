@@ -184,3 +184,60 @@ def test_list_layers_shows_origin(plugin, capsys):
     assert re.search(r"^PriorBox\s+weiliu89/caffe", out, re.M)
     assert main(["--plugin", str(plugin), "--list-layers"]) == 0
     assert re.search(r"^ShuffleChannel\s+my plugin$", capsys.readouterr().out, re.M)
+
+
+NEW_TYPE = textwrap.dedent('''
+    """A new layer type in one file: weights that --filler fills, a shape rule, a lowering."""
+    from fillers.layers import BIAS, WEIGHT, LayerType, register
+
+
+    @register("ChannelAffine")
+    class ChannelAffine(LayerType):
+        """y = w[c] * x + b[c] over axis 1; weights [C, 1], bias [C]."""
+
+        origin = "tests/test_plugins.py"
+        roles = {"weights": WEIGHT, "bias": BIAS}
+
+        def params(self, bottoms):
+            c = int(bottoms[0][1])
+            return [self.blob("weights", (c, 1), {"type": "constant", "value": 1.0}),
+                    self.blob("bias", (c,), {"type": "constant"})]
+
+        def outputs(self, bottoms):
+            if len(bottoms[0]) < 2:
+                self.fail("needs a channel axis")
+            return [tuple(bottoms[0])]
+
+        def lower(self, ctx):
+            shape = ctx.bottom_shapes[0]
+            view = (shape[1],) + (1,) * (len(shape) - 2)
+            y = ctx.node("Mul", [ctx.inputs[0], ctx.param(0, view)])
+            ctx.node("Add", [y, ctx.param(1, view)], ctx.outputs[0])
+''')
+
+
+def test_a_new_type_with_weights_is_one_file(tmp_path, registry, capsys):
+    """Adding a layer type touches one file: --filler/--bias-filler fill its blobs (by the
+    roles it declares), --help lists them, the export lowers it and the check runs it."""
+    plugin = tmp_path / "channel_affine.py"
+    plugin.write_text(NEW_TYPE)
+    net_path = tmp_path / "net.prototxt"
+    net_path.write_text('input: "x" input_shape { dim: 2 dim: 64 dim: 3 dim: 3 }\n'
+                        'layer { name: "aff" type: "ChannelAffine" bottom: "x" top: "y" }\n')
+    npz, onnx_path = tmp_path / "w.npz", tmp_path / "w.onnx"
+    assert main([str(net_path), "--plugin", str(plugin), "--filler", "gaussian:std=2", "--bias-filler",
+                 "constant:value=0.5", "--seed", "1", "--npz", str(npz), "--no-caffemodel",
+                 "--onnx", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert "result: ok" in out and "gaussian(0,2)" in out
+    base._REGISTRY.pop("ChannelAffine")  # --help in a fresh process: the plugin loads before the parser
+    w, b = np.load(npz)["aff/0"], np.load(npz)["aff/1"]
+    assert w.shape == (64, 1) and 1.5 < w.std() < 2.5 and (b == 0.5).all()
+    from fillers.onnx import ort_session
+
+    x = np.random.default_rng(0).standard_normal((2, 64, 3, 3)).astype(np.float32)
+    (y,) = ort_session(str(onnx_path)).run(["y"], {"x": x})
+    assert np.allclose(y, x * w.reshape(1, 64, 1, 1) + b.reshape(1, 64, 1, 1), atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["--plugin", str(plugin), "--help"])
+    assert any(l.split()[:1] == ["ChannelAffine"] and "weights" in l for l in capsys.readouterr().out.splitlines())

@@ -7,8 +7,8 @@ Usage (from the repository root):
     python tools/gen_proto.py           # rewrite the generated modules
     python tools/gen_proto.py --check   # exit 1 if a committed module is stale
 
-A fork schema is self-contained (no imports; a message it needs from Caffe, such as
-FillerParameter, is declared again in its own package with the same fields).
+A fork schema may import "caffe.proto" (for FillerParameter); its generated module then
+imports the package's caffe_pb2 (protoc writes a top-level import, made relative here).
 
 The protoc bundled with grpcio-tools is used, so no system protoc is needed.
 The protoc version decides which protobuf runtime the generated module
@@ -60,6 +60,10 @@ def _run_protoc(out_dir: Path, proto_name: str = PROTO_NAME, generated_name: str
     generated = out_dir / generated_name
     if not generated.is_file():
         sys.exit(f"gen_proto: protoc did not produce {generated_name}")
+    text = generated.read_text()
+    fixed = text.replace("\nimport caffe_pb2 as caffe__pb2\n", "\nfrom ... import caffe_pb2 as caffe__pb2\n")
+    if fixed != text:
+        generated.write_text(fixed)
     return generated
 
 

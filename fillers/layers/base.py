@@ -240,6 +240,23 @@ class LayerType:
                 self.fork_params[field_name], self.fork_fields.get(field_name), field_name)
         return self._fork_cache[field_name]
 
+    # ---- the numpy reference engine (fillers.lab) -----------------------------------------
+    def forward(self, bottoms, params, ctx) -> list:
+        """Caffe's ``Forward_cpu``: the tops (float32 numpy arrays of Caffe's shapes) from the
+        bottoms and the parameter arrays.  ``ctx`` is a :class:`fillers.lab.engine.LayerContext`:
+        ``ctx.phase`` ("TRAIN"/"TEST"), ``ctx.rng`` (a numpy Generator, e.g. Dropout's mask),
+        ``ctx.cache`` (a dict this layer's forward fills for its backward), ``ctx.feeds`` (data
+        layers: the arrays fed for their tops)."""
+        raise NotImplementedError(f"layer type '{self.type_name or self.lp.type}' has no forward pass in the "
+                                  "numpy engine")
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx) -> tuple:
+        """Caffe's ``Backward_cpu``: ``(bottom_diffs, param_diffs)``, a diff per bottom (``None``
+        where ``propagate_down[i]`` is false or Caffe has none) and per parameter blob (``None``
+        where the layer writes none)."""
+        raise NotImplementedError(f"layer type '{self.type_name or self.lp.type}' has no backward pass in the "
+                                  "numpy engine")
+
 
 def shape_count(shape) -> int:
     """The number of values of a blob of ``shape``: the product of its dims (1 for none)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import BIAS, WEIGHT, LayerType, register
 
 
@@ -135,6 +137,114 @@ class _ConvBase(LayerType):
             if folded:
                 ctx.reshape(y, top, out)
 
+    # ---- the numpy reference engine ------------------------------------------------------
+    backward_reads = ("bottoms",)
+
+    def _geometry(self, shape):
+        shape, axis, kernel, stride, pad, dilation, channels, group = self._setup([shape])
+        lead = self.count(shape, 0, axis)
+        return axis, lead, kernel, stride, pad, dilation, channels, group
+
+    def _plan(self, shape):
+        """``_geometry`` plus the top's shape, num_output and the spatial sizes in and out."""
+        axis, lead, kernel, stride, pad, dilation, channels, group = self._geometry(shape)
+        top = self.outputs([shape])[0]
+        return (axis, lead, kernel, stride, pad, dilation, channels, group, top,
+                int(self.lp.convolution_param.num_output), tuple(shape[axis + 1:]), tuple(top[axis + 1:]))
+
+    def forward(self, bottoms, params, ctx):
+        """im2col + one matrix product per image and group, as Caffe's ``forward_cpu_gemm``
+        (the same GEMM shapes, so the same rounding as closely as a BLAS allows; the batch
+        goes in chunks to bound the column buffer); Deconvolution is the adjoint
+        (``backward_cpu_gemm`` then col2im)."""
+        p = self.lp.convolution_param
+        shape = bottoms[0].shape
+        axis, lead, kernel, stride, pad, dilation, channels, group, top, o, spatial_in, spatial_out = \
+            self._plan(shape)
+        w = params[0]
+        tops = []
+        for x in bottoms:
+            x = x.reshape(lead, channels, *spatial_in)
+            y = np.empty((lead, o, *spatial_out), dtype=np.float32)
+            if not self.transposed:
+                wg = w.reshape(group, o // group, -1)
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                for a in range(0, lead, step):
+                    cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
+                    m = cols.shape[0]
+                    np.matmul(wg, cols.reshape(m, group, -1, cols.shape[-1]),
+                              out=y[a:a + m].reshape(m, group, o // group, cols.shape[-1]))
+            else:
+                cg = channels // group
+                wgt = np.ascontiguousarray(w.reshape(group, cg, -1).transpose(0, 2, 1))
+                step = _chunk(lead, wgt.shape[1] * group * _prod(spatial_in))
+                for a in range(0, lead, step):
+                    xc = x[a:a + step]
+                    cols = np.matmul(wgt, xc.reshape(xc.shape[0], group, cg, -1))
+                    y[a:a + step] = col2im(cols.reshape(xc.shape[0], -1, cols.shape[-1]), (xc.shape[0], o, *spatial_out),
+                                           kernel, stride, pad, dilation, spatial_in)
+            if p.bias_term:
+                y += params[1].reshape((o,) + (1,) * len(spatial_out))
+            tops.append(y.reshape(top))
+        return tops
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        """Caffe's ``Backward_cpu``: per image, the bias diff, the weight diff (accumulated image
+        after image) and the bottom diff (the adjoint GEMM, then col2im)."""
+        p = self.lp.convolution_param
+        shape = bottoms[0].shape
+        axis, lead, kernel, stride, pad, dilation, channels, group, top, o, spatial_in, spatial_out = \
+            self._plan(shape)
+        w = params[0]
+        want = ctx.param_propagate or [True] * len(params)
+        dw = np.zeros(w.shape, dtype=np.float32) if want[0] else None
+        db = np.zeros((o,), dtype=np.float32) if p.bias_term and want[-1] else None
+        dxs = []
+        for k, (x, dy) in enumerate(zip(bottoms, top_diffs)):
+            x = x.reshape(lead, channels, *spatial_in)
+            dy = dy.reshape(lead, o, *spatial_out)
+            if db is not None:
+                db += dy.reshape(lead, o, -1).sum(axis=2, dtype=np.float32).sum(axis=0, dtype=np.float32)
+            dx = np.empty((lead, channels, *spatial_in), dtype=np.float32) if propagate_down[k] else None
+            if not self.transposed:
+                og = o // group
+                wg = w.reshape(group, og, -1)
+                wgt = np.ascontiguousarray(wg.transpose(0, 2, 1))
+                dwg = dw.reshape(group, og, -1) if dw is not None else None
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                for a in range(0, lead, step):
+                    dyg = dy[a:a + step].reshape(-1, group, og, _prod(spatial_out))
+                    if dwg is not None:
+                        cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
+                        cols = cols.reshape(cols.shape[0], group, -1, cols.shape[-1])
+                        for i in range(cols.shape[0]):  # image after image, as Caffe accumulates
+                            for g in range(group):
+                                dwg[g] += dyg[i, g] @ cols[i, g].T
+                        del cols
+                    if dx is not None:
+                        dcols = np.matmul(wgt, dyg)
+                        dx[a:a + step] = col2im(dcols.reshape(dcols.shape[0], -1, dcols.shape[-1]),
+                                                (dcols.shape[0], channels, *spatial_in), kernel, stride, pad,
+                                                dilation, spatial_out)
+            else:
+                cg = channels // group
+                wg = w.reshape(group, cg, -1)
+                dwg = dw.reshape(group, cg, -1) if dw is not None else None
+                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_in))
+                for a in range(0, lead, step):
+                    dcols = im2col(dy[a:a + step], kernel, stride, pad, dilation, spatial_in)
+                    dcols = dcols.reshape(dcols.shape[0], group, -1, dcols.shape[-1])
+                    xg = x[a:a + step].reshape(-1, group, cg, _prod(spatial_in))
+                    if dwg is not None:
+                        for i in range(dcols.shape[0]):
+                            for g in range(group):
+                                dwg[g] += xg[i, g] @ dcols[i, g].T
+                    if dx is not None:
+                        dx[a:a + step] = np.matmul(wg, dcols).reshape(-1, channels, *spatial_in)
+            dxs.append(dx.reshape(shape) if dx is not None else None)
+        pd = [dw] + ([db] if p.bias_term else [])
+        return dxs, pd
+
 
 @register("Convolution")
 class Convolution(_ConvBase):
@@ -147,3 +257,51 @@ class Deconvolution(_ConvBase):
 
     transposed = True
 
+
+
+# ---- numpy kernels of the reference engine (fillers.lab) ------------------------------------
+
+def im2col(x, kernel, stride, pad, dilation, out):
+    """Caffe's column buffer for a batch: ``x`` (N, C, *spatial) -> (N, C * prod(kernel),
+    prod(out)), rows in Caffe's order (channel, kernel offsets...)."""
+    n, c = x.shape[:2]
+    if any(pad):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(int(p), int(p)) for p in pad])
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and tuple(x.shape[2:]) == tuple(out):
+        return x.reshape(n, c, -1)
+    cols = np.empty((n, c, *kernel, *out), dtype=np.float32)
+    for offs in np.ndindex(*kernel):
+        sl = tuple(slice(o * d, o * d + s * (q - 1) + 1, s) for o, d, s, q in zip(offs, dilation, stride, out))
+        cols[(slice(None), slice(None)) + offs] = x[(slice(None), slice(None)) + sl]
+    return cols.reshape(n, c * int(np.prod(kernel)), -1)
+
+
+def col2im(cols, shape, kernel, stride, pad, dilation, out):
+    """The adjoint of :func:`im2col`: sums ``cols`` (N, C * prod(kernel), prod(out)) back into
+    an array of ``shape`` (N, C, *spatial)."""
+    n, c = shape[:2]
+    spatial = tuple(shape[2:])
+    padded = tuple(int(s) + 2 * int(p) for s, p in zip(spatial, pad))
+    cols = cols.reshape(n, c, *kernel, *out)
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and padded == tuple(out):
+        xp = cols.reshape(n, c, *out)
+    else:
+        xp = np.zeros((n, c, *padded), dtype=np.float32)
+        for offs in np.ndindex(*kernel):
+            sl = tuple(slice(o * d, o * d + s * (q - 1) + 1, s) for o, d, s, q in zip(offs, dilation, stride, out))
+            xp[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + offs]
+    if any(pad):
+        xp = xp[(slice(None), slice(None)) + tuple(slice(int(p), int(p) + int(s)) for p, s in zip(pad, spatial))]
+    return np.ascontiguousarray(xp)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _chunk(n, per_image, budget=1 << 24):
+    """Images per chunk so that a column buffer stays under ``budget`` values (64 MB)."""
+    return max(1, min(n, budget // max(1, per_image)))

@@ -8,6 +8,8 @@ top of Data/ImageData/WindowData defaults to ``[N]``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import LayerType, register
 
 
@@ -24,6 +26,30 @@ class _GraphInput:
     def lower(self, ctx):
         for i in range(len(ctx.outputs)):
             ctx.graph_input(i)
+
+    def forward(self, bottoms, params, ctx):
+        """The tops are the arrays fed (``ctx.feeds``), in Caffe's shapes; a DummyData top
+        not fed is made by its ``data_filler`` (``ctx.rng`` for random fillers)."""
+        tops = []
+        shapes = ctx.layer.top_shapes if ctx.layer is not None else [None] * len(ctx.feeds)
+        for k, (a, shape) in enumerate(zip(ctx.feeds, shapes)):
+            if a is None:
+                a = self.default_top(k, shape, ctx)
+            if a is None:
+                raise ValueError(f"no array fed for top '{self.lp.top[k]}'")
+            a = np.asarray(a, dtype=np.float32)
+            if shape is not None and a.shape != tuple(shape):
+                if a.size != int(np.prod(shape)):
+                    raise ValueError(f"top '{self.lp.top[k]}': fed {a.shape}, the net needs {tuple(shape)}")
+                a = a.reshape(shape)
+            tops.append(a)
+        return tops
+
+    def default_top(self, k, shape, ctx):
+        return None
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [None] * len(bottoms), []
 
 
 @register("Input")
@@ -74,6 +100,18 @@ class DummyData(_GraphInput, LayerType):
     def lower(self, ctx):
         ctx.warn("DummyData tops become graph inputs (Caffe fills them with data_filler at set-up)")
         super().lower(ctx)
+
+    def default_top(self, k, shape, ctx):
+        """Caffe's DummyData fillers: constant, uniform, gaussian (others: an error)."""
+        fp = self.data_fillers()[k]
+        t = fp.type or "constant"
+        if t == "constant":
+            return np.full(shape, np.float32(fp.value), dtype=np.float32)
+        if t == "uniform":
+            return ctx.rng.uniform(fp.min, fp.max, size=shape).astype(np.float32)
+        if t == "gaussian":
+            return (ctx.rng.standard_normal(size=shape) * fp.std + fp.mean).astype(np.float32)
+        return None
 
 
 @register("MemoryData")

@@ -52,6 +52,32 @@ class InnerProduct(LayerType):
             y = ctx.node("Gemm", ins, transB=0 if p.transpose else 1)
             ctx.reshape(y, top, ctx.outputs[0])
 
+    backward_reads = ("bottoms",)
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.inner_product_param
+        n, k, axis = self._nk([bottoms[0].shape])
+        x = bottoms[0].reshape(-1, k)
+        y = x @ (params[0] if p.transpose else params[0].T)
+        if p.bias_term:
+            y = y + params[1]
+        return [y.reshape(*bottoms[0].shape[:axis], n)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.inner_product_param
+        n, k, axis = self._nk([bottoms[0].shape])
+        x = bottoms[0].reshape(-1, k)
+        dy = top_diffs[0].reshape(-1, n)
+        want = ctx.param_propagate or [True] * len(params)
+        dw = (x.T @ dy if p.transpose else dy.T @ x) if want[0] else None
+        pd = [dw]
+        if p.bias_term:
+            pd.append(dy.sum(axis=0, dtype=np.float32) if want[1] else None)
+        dx = None
+        if propagate_down[0]:
+            dx = (dy @ (params[0].T if p.transpose else params[0])).reshape(bottoms[0].shape)
+        return [dx], pd
+
 
 @register("Embed")
 class Embed(LayerType):
@@ -85,3 +111,28 @@ class Embed(LayerType):
             ctx.node("Add", [g, ctx.param(1)], ctx.outputs[0])
         else:
             ctx.node("Gather", [ctx.param(0), idx], ctx.outputs[0], axis=0)
+
+    def allow_force_backward(self, i):
+        """Caffe allows it, then aborts (no gradient with respect to the indices)."""
+        return False
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.embed_param
+        idx = bottoms[0].astype(np.int64)  # static_cast<int>: truncation
+        if idx.size and (idx.min() < 0 or idx.max() >= p.input_dim):
+            raise ValueError(f"indices must lie in [0, {p.input_dim})")
+        y = params[0][idx]
+        if p.bias_term:
+            y = y + params[1]
+        return [y]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.embed_param
+        idx = bottoms[0].astype(np.int64).ravel()
+        dy = top_diffs[0].reshape(-1, int(p.num_output))
+        dw = np.zeros(params[0].shape, dtype=np.float32)
+        np.add.at(dw, idx, dy)
+        pd = [dw]
+        if p.bias_term:
+            pd.append(dy.sum(axis=0, dtype=np.float32))
+        return [None], pd

@@ -47,6 +47,8 @@ class BatchNorm(LayerType):
         mean 0, variance 1, factor 1 instead."""
         if mode == "identity":
             return [np.zeros_like(arrays[0]), np.ones_like(arrays[1]), np.ones_like(arrays[2])], None
+        if not self.use_global_stats():  # normalizes with each batch's own statistics
+            return None, None
         return None, ("fresh statistics (mean 0, variance 0, factor 0): at inference Caffe multiplies their "
                       "input by 1/sqrt(eps) (316x at eps 1e-5); use --batchnorm identity for mean 0, variance 1")
 
@@ -88,6 +90,59 @@ class BatchNorm(LayerType):
         var = ctx.reduce("ReduceMean", ctx.node("Mul", [xc, xc]), axes)
         d = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar(eps, "eps")])])
         ctx.node("Div", [xc, d], ctx.outputs[0])
+
+    backward_reads = ("tops",)
+
+    def _batch_stats(self, ctx) -> bool:
+        p = self.lp.batch_norm_param
+        return not (bool(p.use_global_stats) if p.HasField("use_global_stats") else not ctx.train)
+
+    def forward(self, bottoms, params, ctx):
+        """Global statistics (TEST, or ``use_global_stats``): ``(x - mean/f) / sqrt(var/f + eps)``;
+        batch statistics (TRAIN): mean and population variance over every axis but 1; the
+        moving averages Caffe would store are left in ``ctx.cache["running"]``."""
+        x = bottoms[0]
+        nd = x.ndim
+        c = x.shape[1] if nd > 1 else 1
+        view = (1, c) + (1,) * (nd - 2) if nd > 1 else (1,)
+        eps = np.float32(self.lp.batch_norm_param.eps)
+        if not self._batch_stats(ctx):
+            f = np.float32(params[2].ravel()[0])
+            s = np.float32(0) if f == 0 else np.float32(np.float32(1) / f)
+            mean, var = params[0] * s, params[1] * s
+            xc = x - mean.reshape(view)
+        else:
+            axes = tuple(i for i in range(nd) if i != 1)
+            m = x.size // c
+            mean = (x.sum(axis=axes, dtype=np.float32) / np.float32(m)).astype(np.float32)
+            xc = x - mean.reshape(view)
+            var = ((xc * xc).sum(axis=axes, dtype=np.float32) / np.float32(m)).astype(np.float32)
+            maf = np.float32(self.lp.batch_norm_param.moving_average_fraction)
+            corr = np.float32(m / (m - 1)) if m > 1 else np.float32(1)
+            ctx.cache["running"] = [mean + maf * params[0], corr * var + maf * params[1],
+                                    params[2] * maf + np.float32(1)]
+        std = np.sqrt(var + eps).astype(np.float32)
+        ctx.cache["std"] = std
+        if xc is x:
+            xc = x.copy()
+        np.divide(xc, std.reshape(view), out=xc)
+        return [xc]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], [None, None, None]
+        dy, y = top_diffs[0], tops[0]
+        nd = y.ndim
+        c = y.shape[1] if nd > 1 else 1
+        view = (1, c) + (1,) * (nd - 2) if nd > 1 else (1,)
+        std = ctx.cache["std"].reshape(view)
+        if not self._batch_stats(ctx):
+            return [dy / std], [None, None, None]
+        axes = tuple(i for i in range(nd) if i != 1)
+        m = np.float32(y.size // c)
+        mean_dy = (dy.sum(axis=axes, dtype=np.float32) / m).reshape(view)
+        mean_dyy = ((dy * y).sum(axis=axes, dtype=np.float32) / m).reshape(view)
+        return [(dy - mean_dy - mean_dyy * y) / std], [None, None, None]
 
 
 def _axis_span(layer, shape, axis, num_axes, what):
@@ -167,6 +222,41 @@ class Scale(LayerType):
         bias = ctx.param(len(ctx.params) - 1, _span_view(bspan, baxis, len(shape)))
         ctx.node("Add", [y, bias], ctx.outputs[0])
 
+    backward_reads = ("bottoms",)
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.scale_param
+        x = bottoms[0]
+        view, _ = _affine_geometry(self, x.shape, bottoms, p.axis, p.num_axes, "the scale")
+        s = (params[0] if len(bottoms) == 1 else bottoms[1]).reshape(view)
+        y = x * s
+        if p.bias_term:
+            n = bottoms[1].ndim if len(bottoms) > 1 else p.num_axes
+            baxis, bspan = _axis_span(self, x.shape, p.axis, n, "the bias")
+            y += params[-1].reshape(_bcast(bspan, baxis, x.ndim)[0])
+        return [y]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.scale_param
+        x, dy = bottoms[0], top_diffs[0]
+        view, other = _affine_geometry(self, x.shape, bottoms, p.axis, p.num_axes, "the scale")
+        s = params[0] if len(bottoms) == 1 else bottoms[1]
+        want = ctx.param_propagate or [True] * len(params)
+        pd = []
+        ds = None
+        if len(bottoms) == 1 and want[0] or len(bottoms) > 1 and propagate_down[1]:
+            ds = _sum_to(dy * x, other, s.shape)
+        if len(bottoms) == 1:
+            pd.append(ds)
+        if p.bias_term:
+            n = bottoms[1].ndim if len(bottoms) > 1 else p.num_axes
+            baxis, bspan = _axis_span(self, x.shape, p.axis, n, "the bias")
+            bview, bother = _bcast(bspan, baxis, x.ndim)
+            pd.append(_sum_to(dy, bother, params[-1].shape) if want[-1] else None)
+        dx = dy * s.reshape(view) if propagate_down[0] else None
+        bd = [dx] + ([ds] if len(bottoms) > 1 else [])
+        return bd, pd
+
 
 @register("Bias")
 class Bias(LayerType):
@@ -190,6 +280,24 @@ class Bias(LayerType):
         p = self.lp.bias_param
         bias = _operand(self, ctx, p.axis, p.num_axes, "the bias", 0)
         ctx.node("Add", [ctx.inputs[0], bias], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.bias_param
+        x = bottoms[0]
+        view, _ = _affine_geometry(self, x.shape, bottoms, p.axis, p.num_axes, "the bias")
+        b = params[0] if len(bottoms) == 1 else bottoms[1]
+        return [x + b.reshape(view)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.bias_param
+        x, dy = bottoms[0], top_diffs[0]
+        view, other = _affine_geometry(self, x.shape, bottoms, p.axis, p.num_axes, "the bias")
+        shape = params[0].shape if len(bottoms) == 1 else bottoms[1].shape
+        db = _sum_to(dy, other, shape)
+        bd = [dy if propagate_down[0] else None]
+        if len(bottoms) > 1:
+            return bd + [db if propagate_down[1] else None], []
+        return bd, [db]
 
 
 @register("LRN")
@@ -231,6 +339,42 @@ class LRN(LayerType):
         scale = ctx.node("Pow", [base, ctx.scalar(-beta, "neg_beta")])
         ctx.node("Mul", [x, scale], ctx.outputs[0])
 
+    def forward(self, bottoms, params, ctx):
+        """ACROSS_CHANNELS: ``scale = k + alpha / size * sum x^2`` over ``size`` channels
+        (zero-padded), ``y = x * scale^-beta``.  WITHIN_CHANNEL: Caffe's inner net,
+        ``y = x * (1 + alpha * avg(x^2))^-beta`` with the size x size AVE pooling."""
+        p = self.lp.lrn_param
+        x = bottoms[0]
+        size = int(p.local_size)
+        alpha, beta = np.float32(p.alpha), np.float32(p.beta)
+        if p.norm_region == 0:
+            scale = _channel_window_sum(x * x, size) * np.float32(alpha / size) + np.float32(p.k)
+        else:
+            from .pool import AVE, pool_forward
+            pre = (size - 1) // 2
+            avg, _ = pool_forward(x * x, AVE, (size, size), (1, 1), (pre, pre), x.shape[2:])
+            scale = avg * alpha + np.float32(1)
+        ctx.cache["scale"] = scale
+        return [x * np.power(scale, -beta)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        p = self.lp.lrn_param
+        x, y, dy = bottoms[0], tops[0], top_diffs[0]
+        size = int(p.local_size)
+        alpha, beta = np.float32(p.alpha), np.float32(p.beta)
+        scale = ctx.cache["scale"]
+        if p.norm_region == 0:
+            ratio = _channel_window_sum(dy * y / scale, size)
+            return [dy * np.power(scale, -beta) - np.float32(2 * alpha * beta / size) * x * ratio], []
+        from .pool import AVE, pool_backward
+        pre = (size - 1) // 2
+        g = dy * x * (-beta * alpha) * np.power(scale, -beta - np.float32(1))
+        dsq = pool_backward(g, x.shape, AVE, (size, size), (1, 1), (pre, pre), x.shape[2:],
+                            {"divisor": np.full(x.shape[2:], np.float32(size * size))})
+        return [dy * np.power(scale, -beta) + np.float32(2) * x * dsq], []
+
 
 @register("MVN")
 class MVN(LayerType):
@@ -267,5 +411,72 @@ class MVN(LayerType):
         std = ctx.node("Add", [ctx.node("Sqrt", [var]), ctx.scalar(np.float32(p.eps), "eps")])
         ctx.node("Div", [xc, std], ctx.outputs[0])
 
+    def _axes(self, nd):
+        return tuple(range(1 if self.lp.mvn_param.across_channels else 2, nd))
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.mvn_param
+        shape = self.outputs([bottoms[0].shape])[0]
+        x = bottoms[0].reshape(shape)
+        axes = self._axes(len(shape))
+        dim = np.float32(self.count(shape, axes[0]) if axes else 1)
+        xc = x - x.sum(axis=axes, keepdims=True, dtype=np.float32) / dim
+        if not p.normalize_variance:
+            return [xc]
+        std = np.sqrt((xc * xc).sum(axis=axes, keepdims=True, dtype=np.float32) / dim) + np.float32(p.eps)
+        ctx.cache["std"] = std
+        return [xc / std]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        p = self.lp.mvn_param
+        y, dy = tops[0], top_diffs[0]
+        axes = self._axes(y.ndim)
+        dim = np.float32(self.count(y.shape, axes[0]) if axes else 1)
+        if not p.normalize_variance:
+            dx = dy - dy.sum(axis=axes, keepdims=True, dtype=np.float32) / dim
+        else:
+            s = y * (y * dy).sum(axis=axes, keepdims=True, dtype=np.float32) \
+                + dy.sum(axis=axes, keepdims=True, dtype=np.float32)
+            dx = (dy - s / dim) / ctx.cache["std"]
+        return [dx.reshape(bottoms[0].shape)], []
+
+
+def _bcast(span, axis, nd):
+    """Shape of a blob covering axes ``[axis, axis + len(span))`` of an ``nd``-axis array,
+    with ones elsewhere (broadcasts both ways), and the axes it does not cover."""
+    span = tuple(int(d) for d in span)
+    view = (1,) * axis + span + (1,) * (nd - axis - len(span))
+    other = tuple(i for i in range(nd) if not axis <= i < axis + len(span))
+    return view, other
+
+
+def _affine_geometry(layer, x_shape, bottoms, axis, num_axes, what):
+    """(view shape, reduced axes) of the scale/bias operand of Scale/Bias."""
+    nd = len(x_shape)
+    if len(bottoms) > 1:
+        span = tuple(bottoms[1].shape)
+        a = 0 if not span else layer.canonical_axis(axis, nd)
+    else:
+        a, span = _axis_span(layer, x_shape, axis, num_axes, what)
+    return _bcast(span, a, nd)
+
+
+def _sum_to(d, other, shape):
+    return (d.sum(axis=other, dtype=np.float32) if other else d).reshape(shape)
+
 
 __all__ = ["BatchNorm", "Scale", "Bias", "LRN", "MVN"]
+
+
+def _channel_window_sum(a, size):
+    """Sum of ``a`` (N, C, H, W) over the ``size`` channels centred on each channel (zero
+    outside), Caffe's LRN window (pre_pad = (size - 1) / 2)."""
+    pre = (size - 1) // 2
+    c = a.shape[1]
+    cs = np.zeros((a.shape[0], c + 1) + a.shape[2:], dtype=np.float64)
+    np.cumsum(a, axis=1, dtype=np.float64, out=cs[:, 1:])
+    hi = np.minimum(np.arange(c) + (size - pre), c)
+    lo = np.maximum(np.arange(c) - pre, 0)
+    return (cs[:, hi] - cs[:, lo]).astype(np.float32)

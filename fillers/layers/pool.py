@@ -178,6 +178,26 @@ class Pooling(LayerType):
         lower_pool(ctx, ctx.inputs[0], ctx.bottom_shapes[0], self.lp.pooling_param.pool, kernel, stride, pad, out,
                    ctx.outputs[0], mask)
 
+    def forward(self, bottoms, params, ctx):
+        x = bottoms[0]
+        kernel, stride, pad, out = pooling_geometry(self.lp, x.shape)
+        y, cache = pool_forward(x, self.lp.pooling_param.pool, kernel, stride, pad, out)
+        ctx.cache.update(cache)
+        tops = [y]
+        if len(self.lp.top) > 1:
+            tops.append(pool_mask(cache["argmax"], kernel, stride, pad, x.shape[3]))
+        return tops
+
+    backward_reads = ()  # the shapes and the argmax / divisor kept in ctx.cache
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        shape = bottoms[0].shape if bottoms[0] is not None else tuple(ctx.layer.bottom_shapes[0])
+        kernel, stride, pad, out = pooling_geometry(self.lp, shape)
+        return [pool_backward(top_diffs[0], shape, self.lp.pooling_param.pool, kernel, stride, pad, out,
+                              ctx.cache)], []
+
 
 def spp_level(h: int, w: int, level: int):
     """Kernel, stride and pad of SPP's pyramid level ``level`` (2^level bins a side)."""
@@ -234,3 +254,134 @@ class SPP(LayerType):
             lower_pool(ctx, ctx.inputs[0], (n, c, h, w), p.pool, kernel, stride, pad, out, y)
             parts.append(ctx.reshape(y, (n, c * out[0] * out[1])))
         ctx.node("Concat", parts, ctx.outputs[0], axis=1)
+
+    def _levels(self, shape):
+        p = self.lp.spp_param
+        n, c, h, w = shape
+        for level in range(p.pyramid_height):
+            kernel, stride, pad = spp_level(h, w, level)
+            out = (pooled_size(h, kernel[0], stride[0], pad[0]), pooled_size(w, kernel[1], stride[1], pad[1]))
+            yield level, kernel, stride, pad, out
+
+    def forward(self, bottoms, params, ctx):
+        x = bottoms[0]
+        n = x.shape[0]
+        parts = []
+        for level, kernel, stride, pad, out in self._levels(x.shape):
+            y, cache = pool_forward(x, self.lp.spp_param.pool, kernel, stride, pad, out)
+            ctx.cache[level] = cache
+            parts.append(y if self.lp.spp_param.pyramid_height == 1 else y.reshape(n, -1))
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        x = bottoms[0]
+        n, c = x.shape[:2]
+        dx = np.zeros(x.shape, dtype=np.float32)
+        dy = top_diffs[0].reshape(n, -1)
+        start = 0
+        for level, kernel, stride, pad, out in self._levels(x.shape):
+            size = c * out[0] * out[1]
+            g = dy[:, start:start + size].reshape(n, c, *out)
+            start += size
+            dx += pool_backward(g, x.shape, self.lp.spp_param.pool, kernel, stride, pad, out, ctx.cache[level])
+        return [dx], []
+
+
+# ---- numpy kernels of the reference engine (fillers.lab) ------------------------------------
+
+def _end_pads(h, w, kernel, stride, pad, out):
+    return [max(0, (o - 1) * s + k - size - p) for size, k, s, p, o in zip((h, w), kernel, stride, pad, out)]
+
+
+def _window_slices(kernel, stride, out):
+    for i in range(int(kernel[0])):
+        for j in range(int(kernel[1])):
+            yield i * int(kernel[1]) + j, (slice(None), slice(None),
+                                           slice(i, i + stride[0] * (out[0] - 1) + 1, stride[0]),
+                                           slice(j, j + stride[1] * (out[1] - 1) + 1, stride[1]))
+
+
+def pool_forward(x, method, kernel, stride, pad, out):
+    """Caffe's ``PoolingLayer::Forward_cpu`` on ``x`` (N, C, H, W): ``(top, cache)``.
+
+    MAX: the first maximum in the window's scan order (row by row) wins, windows clipped to
+    the input; ``cache["argmax"]`` holds the window offset chosen.  AVE: window sums over
+    the zero-padded input divided by the window clipped to ``[-pad, size + pad)``.
+    STOCHASTIC: Caffe's test-time rule ``sum(x^2) / sum(x)`` (its GPU code)."""
+    n, c, h, w = x.shape
+    kernel, stride, pad, out = [tuple(int(v) for v in a) for a in (kernel, stride, pad, out)]
+    is_global = kernel == (h, w) and not any(pad) and out == (1, 1)
+    if method == MAX:
+        if is_global:
+            flat = x.reshape(n, c, h * w)
+            idx = flat.argmax(axis=2)  # the first maximum, as Caffe's scan
+            y = np.take_along_axis(flat, idx[..., None], axis=2).reshape(n, c, 1, 1)
+            return y, {"argmax": idx.reshape(n, c, 1, 1).astype(np.int32)}
+        eh, ew = _end_pads(h, w, kernel, stride, pad, out)
+        xp = np.pad(x, ((0, 0), (0, 0), (pad[0], eh), (pad[1], ew)), constant_values=-np.inf)
+        best = np.full((n, c, *out), -np.inf, dtype=np.float32)
+        idx = np.full((n, c, *out), -1, dtype=np.int32)
+        m = np.empty(best.shape, dtype=bool)
+        for k, sl in _window_slices(kernel, stride, out):
+            v = xp[sl]
+            np.greater(v, best, out=m)
+            np.copyto(best, v, where=m)
+            np.copyto(idx, k, where=m)
+        return best, {"argmax": idx}
+    if method in (AVE, STOCHASTIC):
+        if is_global and method == AVE:
+            y = x.reshape(n, c, h * w).sum(axis=2, dtype=np.float32) / np.float32(h * w)
+            return y.reshape(n, c, 1, 1), {}
+        eh, ew = _end_pads(h, w, kernel, stride, pad, out)
+        xp = np.pad(x, ((0, 0), (0, 0), (pad[0], eh), (pad[1], ew)))
+        acc = np.zeros((n, c, *out), dtype=np.float32)
+        if method == STOCHASTIC:
+            sq = np.zeros_like(acc)
+            for _, sl in _window_slices(kernel, stride, out):
+                acc += xp[sl]
+                sq += xp[sl] * xp[sl]
+            return np.where(acc > 0, sq / np.where(acc > 0, acc, 1), 0).astype(np.float32), {}
+        for _, sl in _window_slices(kernel, stride, out):
+            acc += xp[sl]
+        div = np.outer(ave_divisors(h, kernel[0], stride[0], pad[0], out[0]),
+                       ave_divisors(w, kernel[1], stride[1], pad[1], out[1])).astype(np.float32)
+        return acc / div, {"divisor": div}
+    raise ValueError(f"unknown pooling method {method}")
+
+
+def pool_mask(idx, kernel, stride, pad, w_in):
+    """MAX's mask top: the argmax's index ``h * W + w`` in its channel plane (as float)."""
+    oh, ow = idx.shape[2:]
+    ki, kj = idx // int(kernel[1]), idx % int(kernel[1])
+    hh = np.arange(oh).reshape(oh, 1) * stride[0] - pad[0] + ki
+    ww = np.arange(ow).reshape(1, ow) * stride[1] - pad[1] + kj
+    return np.where(idx < 0, -1, hh * w_in + ww).astype(np.float32)
+
+
+def pool_backward(dy, shape, method, kernel, stride, pad, out, cache):
+    """Caffe's ``PoolingLayer::Backward_cpu``: MAX routes each top diff to its argmax, AVE
+    spreads it over the window divided by the same divisor."""
+    n, c, h, w = shape
+    kernel, stride, pad, out = [tuple(int(v) for v in a) for a in (kernel, stride, pad, out)]
+    if method == MAX and "argmax" in cache and cache["argmax"].shape[2:] == (1, 1) and out == (1, 1) \
+            and kernel == (h, w) and not any(pad):
+        dx = np.zeros((n, c, h * w), dtype=np.float32)
+        np.put_along_axis(dx, cache["argmax"].reshape(n, c, 1), dy.reshape(n, c, 1), axis=2)
+        return dx.reshape(shape)
+    if method == AVE and "divisor" not in cache:  # global average
+        return np.broadcast_to(dy / np.float32(h * w), shape).astype(np.float32)
+    eh, ew = _end_pads(h, w, kernel, stride, pad, out)
+    dxp = np.zeros((n, c, h + pad[0] + eh, w + pad[1] + ew), dtype=np.float32)
+    if method == MAX:
+        idx = cache["argmax"]
+        for k, sl in _window_slices(kernel, stride, out):
+            dxp[sl] += np.where(idx == k, dy, np.float32(0))
+    elif method == AVE:
+        g = dy / cache["divisor"]
+        for _, sl in _window_slices(kernel, stride, out):
+            dxp[sl] += g
+    else:
+        raise NotImplementedError("STOCHASTIC pooling has no backward pass in Caffe's CPU code")
+    return np.ascontiguousarray(dxp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w])

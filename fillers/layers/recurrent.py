@@ -84,6 +84,45 @@ class Recurrent(LayerType):
             g = ctx.node("Add", [g, static_term])
         return g
 
+    # ---- the numpy reference engine: Caffe's unrolled net, one step at a time ------------
+    def allow_force_backward(self, i):
+        """Caffe: no diff for the sequence indicators ``cont``."""
+        return i != 1
+
+    def _split_bottoms(self, bottoms):
+        p, x, static, n_hidden = self._check([b.shape for b in bottoms])
+        xs = bottoms[2] if static is not None else None
+        hidden = bottoms[2 + (static is not None):]
+        return p, xs, list(hidden), n_hidden
+
+    def _inputs(self, bottoms, params):
+        """``W x_t + b`` for every step (T, N, G*H), the static term (N, G*H) or None."""
+        x = bottoms[0]
+        t_steps, n = x.shape[:2]
+        p, xs, hidden, _ = self._split_bottoms(bottoms)
+        wx = (x.reshape(t_steps * n, -1) @ params[0].T + params[1]).reshape(t_steps, n, -1)
+        static = xs.reshape(n, -1) @ params[2].T if xs is not None else None
+        return wx, static, hidden
+
+    def _input_backward(self, d_wx, bottoms, params, propagate_down, ctx):
+        """Diffs of x, x_static and the blobs W_x, b (and W_static) from the diffs of the
+        per-step input terms ``d_wx`` (T, N, G*H)."""
+        x = bottoms[0]
+        t_steps, n = x.shape[:2]
+        p, xs, hidden, _ = self._split_bottoms(bottoms)
+        d2 = d_wx.reshape(t_steps * n, -1)
+        dw_x = d2.T @ x.reshape(t_steps * n, -1)
+        db = d2.sum(axis=0, dtype=np.float32)
+        dx = (d2 @ params[0]).reshape(x.shape) if propagate_down[0] else None
+        extra = []
+        dxs = None
+        if xs is not None:
+            ds = d_wx.sum(axis=0, dtype=np.float32)
+            extra.append(ds.T @ xs.reshape(n, -1))
+            if propagate_down[2]:
+                dxs = (ds @ params[2]).reshape(xs.shape)
+        return dx, dxs, [dw_x, db] + extra
+
 
 @register("LSTM")
 class LSTM(Recurrent):
@@ -140,6 +179,65 @@ class LSTM(Recurrent):
         order += [(None, params[-1])] * (steps - 1)
         return order
 
+    def forward(self, bottoms, params, ctx):
+        """Caffe's unrolled LSTM: ``h_conted = cont_t * h_{t-1}``; gates = W_hc h_conted +
+        W_xc x_t + b_c (+ W_xc_static x_static); LSTMUnit (gates i, f, o, g)."""
+        from .shape import lstm_unit_forward
+        wx, static, hidden = self._inputs(bottoms, params)
+        cont = bottoms[1]
+        t_steps, n = cont.shape
+        w_hc = params[-1]
+        h_dim = w_hc.shape[1]
+        h = hidden[0].reshape(n, h_dim) if hidden else np.zeros((n, h_dim), dtype=np.float32)
+        c = hidden[1].reshape(n, h_dim) if hidden else np.zeros((n, h_dim), dtype=np.float32)
+        hs = np.empty((t_steps, n, h_dim), dtype=np.float32)
+        steps = []
+        for t in range(t_steps):
+            ct = cont[t].reshape(n, 1)
+            h_conted = h * ct
+            gates = h_conted @ w_hc.T + wx[t]
+            if static is not None:
+                gates = gates + static
+            c_prev = c
+            c, h, cache = lstm_unit_forward(c_prev, gates, ct)
+            hs[t] = h
+            steps.append((h_conted, c_prev, c, cache))
+        ctx.cache["steps"] = steps
+        tops = [hs]
+        if len(self.lp.top) > 1:
+            tops += [h.reshape(1, n, h_dim), c.reshape(1, n, h_dim)]
+        return tops
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        """Back through time: each step's LSTMUnit backward, the recurrent weight's diff summed
+        over the steps, the hidden state's diff passed back through ``cont``."""
+        from .shape import lstm_unit_backward
+        cont = bottoms[1]
+        t_steps, n = cont.shape
+        w_hc = params[-1]
+        h_dim = w_hc.shape[1]
+        steps = ctx.cache["steps"]
+        dh_top = top_diffs[0]
+        dh = top_diffs[1].reshape(n, h_dim).copy() if len(top_diffs) > 1 else np.zeros((n, h_dim), np.float32)
+        dc = top_diffs[2].reshape(n, h_dim).copy() if len(top_diffs) > 2 else np.zeros((n, h_dim), np.float32)
+        d_gates = np.empty((t_steps, n, 4 * h_dim), dtype=np.float32)
+        dw_hc = np.zeros(w_hc.shape, dtype=np.float32)
+        for t in range(t_steps - 1, -1, -1):
+            h_conted, c_prev, c, cache = steps[t]
+            ct = cont[t].reshape(n, 1)
+            dc, dg = lstm_unit_backward(dc, dh + dh_top[t], c_prev, ct, c, cache)
+            d_gates[t] = dg
+            dw_hc += dg.T @ h_conted
+            dh = (dg @ w_hc) * ct
+        dx, dxs, pd = self._input_backward(d_gates, bottoms, params, propagate_down, ctx)
+        p, xs, hidden, n_hidden = self._split_bottoms(bottoms)
+        bd = [dx, None] + ([dxs] if xs is not None else [])
+        if n_hidden:
+            k = len(bd)
+            bd += [dh.reshape(1, n, h_dim) if propagate_down[k] else None,
+                   dc.reshape(1, n, h_dim) if propagate_down[k + 1] else None]
+        return bd, pd + [dw_hc]
+
 
 @register("RNN")
 class RNN(Recurrent):
@@ -188,3 +286,56 @@ class RNN(Recurrent):
                      (n - 2 if t == 0 else None, params[n - 2]),
                      (n - 1 if t == 0 else None, params[n - 1])]
         return head + loop
+
+    def forward(self, bottoms, params, ctx):
+        """Caffe's unrolled RNN: ``h_t = tanh(W_hh (cont_t * h_{t-1}) + W_xh x_t + b_h (+ static))``,
+        ``o_t = tanh(W_ho h_t + b_o)``."""
+        wx, static, hidden = self._inputs(bottoms, params)
+        cont = bottoms[1]
+        t_steps, n = cont.shape
+        w_hh, w_ho, b_o = params[-3], params[-2], params[-1]
+        h_dim = w_hh.shape[1]
+        h = hidden[0].reshape(n, h_dim) if hidden else np.zeros((n, h_dim), dtype=np.float32)
+        os_ = np.empty((t_steps, n, h_dim), dtype=np.float32)
+        steps = []
+        for t in range(t_steps):
+            h_conted = h * cont[t].reshape(n, 1)
+            pre = h_conted @ w_hh.T + wx[t]
+            if static is not None:
+                pre = pre + static
+            h = np.tanh(pre)
+            os_[t] = np.tanh(h @ w_ho.T + b_o)
+            steps.append((h_conted, h))
+        ctx.cache["steps"] = steps
+        tops = [os_]
+        if len(self.lp.top) > 1:
+            tops.append(h.reshape(1, n, h_dim))
+        return tops
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        cont = bottoms[1]
+        t_steps, n = cont.shape
+        w_hh, w_ho = params[-3], params[-2]
+        h_dim = w_hh.shape[1]
+        steps = ctx.cache["steps"]
+        o, do = tops[0], top_diffs[0]
+        dpre_o = do * (np.float32(1) - o * o)  # (T, N, H)
+        hs = np.stack([s[1] for s in steps])
+        dw_ho = dpre_o.reshape(-1, h_dim).T @ hs.reshape(-1, h_dim)
+        db_o = dpre_o.reshape(-1, h_dim).sum(axis=0, dtype=np.float32)
+        dh_out = (dpre_o.reshape(-1, h_dim) @ w_ho).reshape(t_steps, n, h_dim)
+        dh = top_diffs[1].reshape(n, h_dim).copy() if len(top_diffs) > 1 else np.zeros((n, h_dim), np.float32)
+        d_pre = np.empty((t_steps, n, h_dim), dtype=np.float32)
+        dw_hh = np.zeros(w_hh.shape, dtype=np.float32)
+        for t in range(t_steps - 1, -1, -1):
+            h_conted, h = steps[t]
+            dp = (dh + dh_out[t]) * (np.float32(1) - h * h)
+            d_pre[t] = dp
+            dw_hh += dp.T @ h_conted
+            dh = (dp @ w_hh) * cont[t].reshape(n, 1)
+        dx, dxs, pd = self._input_backward(d_pre, bottoms, params, propagate_down, ctx)
+        p, xs, hidden, n_hidden = self._split_bottoms(bottoms)
+        bd = [dx, None] + ([dxs] if xs is not None else [])
+        if n_hidden:
+            bd.append(dh.reshape(1, n, h_dim) if propagate_down[len(bd)] else None)
+        return bd, pd + [dw_hh, dw_ho, db_o]

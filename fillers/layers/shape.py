@@ -44,6 +44,22 @@ class Concat(LayerType):
         else:
             ctx.node("Concat", ctx.inputs, ctx.outputs[0], axis=axis)
 
+    def _axis(self, nd):
+        p = self.lp.concat_param
+        return self.canonical_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, nd)
+
+    def forward(self, bottoms, params, ctx):
+        return [np.concatenate(bottoms, axis=self._axis(bottoms[0].ndim))]
+
+    backward_reads = ()
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        shapes = ctx.layer.bottom_shapes if ctx.layer is not None else [b.shape for b in bottoms]
+        axis = self._axis(len(shapes[0]))
+        cuts = np.cumsum([s[axis] for s in shapes])[:-1]
+        parts = np.split(top_diffs[0], cuts, axis=axis)
+        return [np.ascontiguousarray(d) if pd else None for d, pd in zip(parts, propagate_down)], []
+
 
 @register("Slice")
 class Slice(LayerType):
@@ -85,6 +101,20 @@ class Slice(LayerType):
         axis = self.canonical_axis(p.slice_dim if p.HasField("slice_dim") else p.axis, len(shape))
         ctx.split(ctx.inputs[0], [t[axis] for t in ctx.top_shapes], axis, ctx.outputs)
 
+    def _axis(self, nd):
+        p = self.lp.slice_param
+        return self.canonical_axis(p.slice_dim if p.HasField("slice_dim") else p.axis, nd)
+
+    def forward(self, bottoms, params, ctx):
+        axis = self._axis(bottoms[0].ndim)
+        sizes = [t[axis] for t in self.outputs([bottoms[0].shape])]
+        return [np.ascontiguousarray(a) for a in np.split(bottoms[0], np.cumsum(sizes)[:-1], axis=axis)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        return [np.concatenate(top_diffs, axis=self._axis(bottoms[0].ndim))], []
+
 
 @register("Split")
 class Split(LayerType):
@@ -98,6 +128,19 @@ class Split(LayerType):
     def lower(self, ctx):
         for out in ctx.outputs:
             ctx.node("Identity", ctx.inputs, out)
+
+    backward_reads = ()
+
+    def forward(self, bottoms, params, ctx):
+        return [bottoms[0]] * len(self.lp.top)
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        d = top_diffs[0]
+        for t in top_diffs[1:]:
+            d = d + t
+        return [d], []
 
 
 @register("Crop")
@@ -146,6 +189,22 @@ class Crop(LayerType):
         en = [starts[i] + top[i] for i in axes]
         ctx.node("Slice", [ctx.inputs[0], ctx.ints(st, "starts"), ctx.ints(en, "ends"), ctx.ints(axes, "axes")],
                  ctx.outputs[0])
+
+    def allow_force_backward(self, i):
+        return i == 0  # bottom 1 only gives the size; Caffe writes no diff to it
+
+    def forward(self, bottoms, params, ctx):
+        axis, starts = self.crop([b.shape for b in bottoms])
+        top = self.outputs([b.shape for b in bottoms])[0]
+        return [np.ascontiguousarray(bottoms[0][tuple(slice(s, s + t) for s, t in zip(starts, top))])]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None, None], []
+        axis, starts = self.crop([b.shape for b in bottoms])
+        dx = np.zeros(bottoms[0].shape, dtype=np.float32)
+        dx[tuple(slice(s, s + t) for s, t in zip(starts, top_diffs[0].shape))] = top_diffs[0]
+        return [dx, None], []
 
 
 @register("Reshape")
@@ -199,6 +258,12 @@ class Reshape(LayerType):
         """The final shape (0 copied, -1 inferred) is known from the net model."""
         ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
 
+    def forward(self, bottoms, params, ctx):
+        return [bottoms[0].reshape(self.outputs([bottoms[0].shape])[0])]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [top_diffs[0].reshape(bottoms[0].shape) if propagate_down[0] else None], []
+
 
 @register("Flatten")
 class Flatten(LayerType):
@@ -213,6 +278,12 @@ class Flatten(LayerType):
 
     def lower(self, ctx):
         ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        return [bottoms[0].reshape(self.outputs([bottoms[0].shape])[0])]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [top_diffs[0].reshape(bottoms[0].shape) if propagate_down[0] else None], []
 
 
 @register("Tile")
@@ -234,6 +305,21 @@ class Tile(LayerType):
         reps = [1] * nd
         reps[self.canonical_axis(p.axis, nd)] = int(p.tiles)
         ctx.node("Tile", [ctx.inputs[0], ctx.ints(reps, "repeats")], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        x = bottoms[0]
+        reps = [1] * x.ndim
+        reps[self.canonical_axis(self.lp.tile_param.axis, x.ndim)] = int(self.lp.tile_param.tiles)
+        return [np.tile(x, reps)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        x = bottoms[0]
+        a = self.canonical_axis(self.lp.tile_param.axis, x.ndim)
+        t = int(self.lp.tile_param.tiles)
+        d = top_diffs[0].reshape(*x.shape[:a], t, *x.shape[a:])
+        return [d.sum(axis=a, dtype=np.float32)], []
 
 
 @register("Eltwise")
@@ -269,6 +355,64 @@ class Eltwise(LayerType):
         for k, x in enumerate(xs[1:], 1):
             acc = ctx.node(op, [acc, x], ctx.outputs[0] if k == len(xs) - 1 else None)
 
+    def forward(self, bottoms, params, ctx):
+        """PROD: the product in bottom order; SUM: ``sum coeff_i x_i``; MAX: Caffe's rule for
+        the index kept: bottom 1 wins ties with bottom 0, later bottoms must be strictly
+        larger."""
+        p = self.lp.eltwise_param
+        if p.operation == 0:
+            y = bottoms[0] * bottoms[1]
+            for b in bottoms[2:]:
+                y = y * b
+            return [y]
+        if p.operation == 1:
+            coeff = [np.float32(c) for c in p.coeff] or [np.float32(1)] * len(bottoms)
+            y = bottoms[0] * coeff[0] if coeff[0] != 1 else bottoms[0].copy()
+            for b, c in zip(bottoms[1:], coeff[1:]):
+                y += b * c if c != 1 else b
+            return [y]
+        a, b = bottoms[0], bottoms[1]
+        m = a > b
+        y = np.where(m, a, b)
+        idx = np.where(m, 0, 1).astype(np.int32)
+        for k, b in enumerate(bottoms[2:], 2):
+            m = b > y
+            y = np.where(m, b, y)
+            idx[m] = k
+        ctx.cache["argmax"] = idx
+        return [y]
+
+    @property
+    def backward_reads(self):
+        p = self.lp.eltwise_param
+        if p.operation == 0:
+            return ("bottoms",) if p.stable_prod_grad else ("bottoms", "tops")
+        return ()
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        p = self.lp.eltwise_param
+        dy = top_diffs[0]
+        out = []
+        for i, pd in enumerate(propagate_down):
+            if not pd:
+                out.append(None)
+                continue
+            if p.operation == 0:
+                if p.stable_prod_grad:
+                    g = None
+                    for j, b in enumerate(bottoms):
+                        if j != i:
+                            g = b.copy() if g is None else g * b
+                else:
+                    g = tops[0] / bottoms[i]
+                out.append(g * dy)
+            elif p.operation == 1:
+                c = np.float32(p.coeff[i]) if len(p.coeff) else np.float32(1)
+                out.append(dy if c == 1 else dy * c)
+            else:
+                out.append(np.where(ctx.cache["argmax"] == i, dy, np.float32(0)))
+        return out, []
+
 
 @register("Reduction")
 class Reduction(LayerType):
@@ -298,6 +442,45 @@ class Reduction(LayerType):
         if coeff != 1:
             r = ctx.node("Mul", [r, ctx.scalar(coeff, "coeff")])
         ctx.reshape(r, ctx.top_shapes[0], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        p = self.lp.reduction_param
+        x = bottoms[0]
+        a = self.canonical_axis(p.axis, x.ndim)
+        num, dim = self.count(x.shape, 0, a), self.count(x.shape, a)
+        x2 = x.reshape(num, dim)
+        if p.operation == 1 or p.operation == 4:
+            r = x2.sum(axis=1, dtype=np.float32)
+        elif p.operation == 2:
+            r = np.abs(x2).sum(axis=1, dtype=np.float32)
+        elif p.operation == 3:
+            r = (x2 * x2).sum(axis=1, dtype=np.float32)
+        else:
+            raise ValueError(f"unknown reduction operation {p.operation}")
+        coeff = np.float32(p.coeff)
+        if p.operation == 4:
+            coeff = np.float32(coeff / np.float32(dim))
+        return [(r * coeff).reshape(x.shape[:a])]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        p = self.lp.reduction_param
+        x = bottoms[0]
+        a = self.canonical_axis(p.axis, x.ndim)
+        num, dim = self.count(x.shape, 0, a), self.count(x.shape, a)
+        coeff = np.float32(p.coeff)
+        if p.operation == 4:
+            coeff = np.float32(coeff / np.float32(dim))
+        g = (top_diffs[0].reshape(num, 1) * coeff)
+        x2 = x.reshape(num, dim)
+        if p.operation in (1, 4):
+            d = np.broadcast_to(g, (num, dim)).astype(np.float32)
+        elif p.operation == 2:
+            d = np.sign(x2) * g
+        else:
+            d = x2 * np.float32(2) * g
+        return [d.reshape(x.shape)], []
 
 
 @register("ArgMax")
@@ -353,6 +536,34 @@ class ArgMax(LayerType):
             fidx = ctx.node("Concat", [fidx, vals], axis=1)
         ctx.reshape(fidx, top, ctx.outputs[0])
 
+    has_backward = False  # Caffe: NOT_IMPLEMENTED
+
+    def forward(self, bottoms, params, ctx):
+        """Caffe ranks (value, index) pairs descending: among equal values the larger index
+        comes first."""
+        p = self.lp.argmax_param
+        x = bottoms[0]
+        k = int(p.top_k)
+        top = self.outputs([x.shape])[0]
+        if p.HasField("axis"):
+            a = self.canonical_axis(p.axis, x.ndim)
+            xr = np.flip(x, axis=a)
+            order = np.argsort(-xr, axis=a, kind="stable")
+            idx = (x.shape[a] - 1 - np.take(order, range(k), axis=a))
+            vals = np.take_along_axis(x, idx, axis=a)
+            return [vals if p.out_max_val else idx.astype(np.float32)]
+        n = x.shape[0]
+        x2 = x.reshape(n, -1)
+        order = np.argsort(-x2[:, ::-1], axis=1, kind="stable")[:, :k]
+        idx = x2.shape[1] - 1 - order
+        out = idx.astype(np.float32)
+        if p.out_max_val:
+            out = np.concatenate([out, np.take_along_axis(x2, idx, axis=1)], axis=1)
+        return [out.reshape(top)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [None], []
+
 
 @register("Softmax")
 class Softmax(LayerType):
@@ -366,6 +577,19 @@ class Softmax(LayerType):
         """Softmax along one axis (opset >= 13 semantics)."""
         axis = self.canonical_axis(self.lp.softmax_param.axis, len(ctx.bottom_shapes[0]))
         ctx.node("Softmax", ctx.inputs, ctx.outputs[0], axis=axis)
+
+    def forward(self, bottoms, params, ctx):
+        a = self.canonical_axis(self.lp.softmax_param.axis, bottoms[0].ndim)
+        return [softmax(bottoms[0], a)]
+
+    backward_reads = ("tops",)
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        a = self.canonical_axis(self.lp.softmax_param.axis, tops[0].ndim)
+        y, dy = tops[0], top_diffs[0]
+        return [(dy - (dy * y).sum(axis=a, keepdims=True, dtype=np.float32)) * y], []
 
 
 @register("Silence")
@@ -383,6 +607,13 @@ class Silence(LayerType):
     def lower(self, ctx):
         """Nothing to compute; the silenced blobs are simply not outputs."""
 
+    def forward(self, bottoms, params, ctx):
+        return []
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        """Caffe writes zeros to the bottoms' diffs."""
+        return [np.zeros(b.shape, dtype=np.float32) if pd else None for b, pd in zip(bottoms, propagate_down)], []
+
 
 @register("BatchReindex")
 class BatchReindex(LayerType):
@@ -396,6 +627,19 @@ class BatchReindex(LayerType):
     def lower(self, ctx):
         idx = ctx.node("Cast", [ctx.inputs[1]], to=7)
         ctx.node("Gather", [ctx.inputs[0], idx], ctx.outputs[0], axis=0)
+
+    def allow_force_backward(self, i):
+        return i == 0
+
+    def forward(self, bottoms, params, ctx):
+        return [bottoms[0][bottoms[1].astype(np.int64)]]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None, None], []
+        dx = np.zeros(bottoms[0].shape, dtype=np.float32)
+        np.add.at(dx, bottoms[1].astype(np.int64), top_diffs[0])
+        return [dx, None], []
 
 
 @register("Filter")
@@ -430,6 +674,12 @@ class Parameter(LayerType):
 
     def lower(self, ctx):
         ctx.node("Identity", [ctx.param(0)], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        return [params[0]]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [], [top_diffs[0]]
 
 
 @register("Im2col")
@@ -471,6 +721,31 @@ class Im2col(LayerType):
         if axis != 1:
             ctx.reshape(y, ctx.top_shapes[0], ctx.outputs[0])
 
+    def forward(self, bottoms, params, ctx):
+        from .conv import im2col
+        p = self.lp.convolution_param
+        x = bottoms[0]
+        axis = self.canonical_axis(p.axis, x.ndim)
+        kernel, stride, pad, dilation = spatial_settings(p, x.ndim - axis - 1, "im2col")
+        top = self.outputs([x.shape])[0]
+        lead = self.count(x.shape, 0, axis)
+        cols = im2col(x.reshape(lead, *x.shape[axis:]), kernel, stride, pad, dilation, top[axis + 1:])
+        return [cols.reshape(top)]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        if not propagate_down[0]:
+            return [None], []
+        from .conv import col2im
+        p = self.lp.convolution_param
+        x = bottoms[0]
+        axis = self.canonical_axis(p.axis, x.ndim)
+        kernel, stride, pad, dilation = spatial_settings(p, x.ndim - axis - 1, "im2col")
+        top = tops[0].shape
+        lead = self.count(x.shape, 0, axis)
+        d = col2im(top_diffs[0].reshape(lead, top[axis], -1), (lead, *x.shape[axis:]), kernel, stride, pad,
+                   dilation, top[axis + 1:])
+        return [d.reshape(x.shape)], []
+
 
 @register("LSTMUnit")
 class LSTMUnit(LayerType):
@@ -509,3 +784,57 @@ class LSTMUnit(LayerType):
         g = ctx.node("Tanh", [gg])
         c = ctx.node("Add", [ctx.node("Mul", [f, c_prev]), ctx.node("Mul", [i, g])], ctx.outputs[0])
         ctx.node("Mul", [o, ctx.node("Tanh", [c])], ctx.outputs[1])
+
+    def allow_force_backward(self, i):
+        return i != 2  # Caffe: no diff for the sequence indicators
+
+    def forward(self, bottoms, params, ctx):
+        c_prev, x, cont = bottoms
+        c, h, cache = lstm_unit_forward(c_prev, x, cont.reshape(*cont.shape, 1))
+        ctx.cache.update(cache)
+        return [c, h]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        c_prev, x, cont = bottoms
+        dc_prev, dx = lstm_unit_backward(top_diffs[0], top_diffs[1], c_prev, cont.reshape(*cont.shape, 1),
+                                         tops[0], ctx.cache)
+        return [dc_prev if propagate_down[0] else None, dx if propagate_down[1] else None, None], []
+
+
+# ---- numpy kernels of the reference engine (fillers.lab) ------------------------------------
+
+def softmax(x, axis):
+    """Caffe's softmax along ``axis``: subtract the max, exp, divide by the sum (float32)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True, dtype=np.float32)
+
+
+def _sigmoid(x):
+    return np.float32(0.5) * np.tanh(np.float32(0.5) * x) + np.float32(0.5)
+
+
+def lstm_unit_forward(c_prev, x, cont):
+    """Caffe's LSTMUnit: gates (i, f, o, g) = split(x) on the last axis; ``c = cont * f *
+    c_prev + i * g``, ``h = o * tanh(c)``.  ``cont`` broadcasts over the last axis."""
+    h = c_prev.shape[-1]
+    i = _sigmoid(x[..., :h])
+    f = _sigmoid(x[..., h:2 * h])
+    o = _sigmoid(x[..., 2 * h:3 * h])
+    g = np.tanh(x[..., 3 * h:])
+    c = cont * f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    return c, o * tanh_c, {"i": i, "f": f, "o": o, "g": g, "tanh_c": tanh_c}
+
+
+def lstm_unit_backward(dc, dh, c_prev, cont, c, cache):
+    """Caffe's ``LSTMUnitLayer::Backward_cpu``: (diff of c_prev, diff of the gate input x)."""
+    i, f, o, g, tanh_c = cache["i"], cache["f"], cache["o"], cache["g"], cache["tanh_c"]
+    one = np.float32(1)
+    c_diff = dc + dh * o * (one - tanh_c * tanh_c)
+    dc_prev = cont * c_diff * f
+    di = c_diff * g
+    df = cont * c_diff * c_prev
+    do = dh * tanh_c
+    dg = c_diff * i
+    dx = np.concatenate([di * i * (one - i), df * f * (one - f), do * o * (one - o), dg * (one - g * g)], axis=-1)
+    return dc_prev, dx

@@ -26,6 +26,10 @@ class OutputCheck:
     max_abs_err: Optional[float] = None  # vs OpenCV
     max_rel_err: Optional[float] = None
     ok: bool = True
+    engine_abs_err: Optional[float] = None  # vs the numpy engine (fillers.lab), on the finite values
+    engine_rel_err: Optional[float] = None
+    #: the output holds inf/NaN and the engine's (Caffe's arithmetic) has them at the same positions
+    overflow: bool = False
 
 
 @dataclass
@@ -39,6 +43,9 @@ class ExportReport:
     outputs: list = field(default_factory=list)  # of OutputCheck
     checked: bool = False
     reference: Optional[str] = None  # "OpenCV 4.x" when compared
+    engine: bool = False  # compared with the numpy engine (Caffe's forward pass, fillers.lab)
+    engine_seconds: float = 0.0
+    overflow: bool = False  # faithful, but the net itself overflows (inf/NaN as in Caffe)
     export_seconds: float = 0.0
     session_seconds: float = 0.0
     run_seconds: float = 0.0
@@ -52,22 +59,32 @@ class ExportReport:
         head += ")"
         if not self.checked:
             return head + "\nnot run in onnxruntime (--no-check)"
+        if self.engine_seconds:
+            head = head[:-1] + f", engine {self.engine_seconds:.2f} s)"
+        row0 = ["output", "shape", "max |y|", "finite"]
+        if self.engine:
+            row0 += ["max abs err vs engine", "max rel err"]
         if self.reference:
-            rows = [("output", "shape", "max |y|", f"max abs err vs {self.reference}", "max rel err", "status")]
-        else:
-            rows = [("output", "shape", "max |y|", "finite", "status")]
+            row0 += [f"max abs err vs {self.reference}", "max rel err"]
+        rows = [tuple(row0 + ["status"])]
         for o in self.outputs:
             shape = "x".join(str(d) for d in o.shape) or "scalar"
-            status = "ok" if o.ok else "FAIL"
+            status = ("ok" if o.ok else "FAIL") + (" (overflows as in Caffe)" if o.overflow and o.ok else "")
+            r = [o.name, shape, _fmt(o.max_abs), "yes" if o.finite else "NO"]
+            if self.engine:
+                r += [_fmt(o.engine_abs_err), _fmt(o.engine_rel_err)]
             if self.reference:
-                rows.append((o.name, shape, _fmt(o.max_abs), _fmt(o.max_abs_err), _fmt(o.max_rel_err), status))
-            else:
-                rows.append((o.name, shape, _fmt(o.max_abs), "yes" if o.finite else "NO", status))
+                r += [_fmt(o.max_abs_err), _fmt(o.max_rel_err)]
+            rows.append(tuple(r + [status]))
         widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         lines = [head]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        lines.append("result: " + ("ok" if self.ok else "FAILED"))
+        if not self.engine and not self.reference:
+            lines.append("(no reference forward pass: shapes and finiteness only)")
+        lines.append("result: " + ("ok" if self.ok else "FAILED")
+                     + (" (faithful; the net overflows as Caffe's does: see the warning)" if self.ok and self.overflow
+                        else ""))
         return "\n".join(lines)
 
 
@@ -205,14 +222,21 @@ def _opencv_reason(exc) -> str:
 
 
 def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_blobs: bool = False,
-                     caffemodel=None, seed: int = 0, compare_opencv: bool = True, rtol: float = 1e-3):
+                     caffemodel=None, seed: int = 0, compare_opencv: bool = True, rtol: float = 1e-3,
+                     compare_engine: bool = True):
     """Export ``filled`` (a filled net, or a ``(net, params)`` pair) to ``path`` and check it.
 
     With ``check``: run the model in onnxruntime on seeded inputs (see :func:`make_inputs`),
-    check that every output has the net model's shape and finite values, and, where
-    OpenCV's Caffe importer can run the net, compare every output with OpenCV's (the same
-    weights, from ``caffemodel`` or a temporary one): a maximum absolute error above
-    ``rtol * max(1, max |OpenCV output|)`` fails.  Returns an :class:`ExportReport`.
+    check that every output has the net model's shape, and compare every output with the
+    numpy engine's forward pass of the same weights and inputs (Caffe's arithmetic,
+    :mod:`fillers.lab`; ``compare_engine``) and, where OpenCV's Caffe importer can run the
+    net, with OpenCV's (the same weights, from ``caffemodel`` or a temporary one): a
+    maximum absolute error above ``rtol * max(1, max |reference|)`` fails.  Where the
+    engine, as Caffe, produces inf/NaN (fresh BatchNorm statistics), the positions of the
+    non-finite values must be the same and the finite values agree: the export is then
+    faithful, ``report.overflow`` is set and a warning says why the net overflows.  A net
+    the engine cannot run (a layer type without a forward pass in numpy) falls back to
+    shapes and finiteness (and OpenCV), with a warning.  Returns an :class:`ExportReport`.
     """
     net, params = filled_parts(filled)
     report = ExportReport(path=None if path is None else os.fspath(path), opset=DEFAULT_OPSET if opset is None else opset)
@@ -231,6 +255,7 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
         return report
     feeds = make_inputs(info, net, seed)
     got = _run_onnxruntime(report, path if path is not None else model, feeds)
+    engine = _engine_reference(report, net, params, info, feeds) if compare_engine else None
     reference = _opencv_reference(report, net, params, info, feeds, caffemodel) if compare_opencv else None
     for name, y in got.items():
         _, layer_name, top = info.blob_of[name]
@@ -238,10 +263,85 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
         report.outputs.append(_check_output(report, name, np.asarray(y), info.outputs.get(name, ()),
                                             info.dynamic_axes.get(name, ()),
                                             None if reference is None else reference.get(name), rtol,
-                                            lambda a: spec.canonical_output(top, a)))
+                                            lambda a: spec.canonical_output(top, a),
+                                            None if engine is None else engine.get(name)))
+    report.overflow = any(o.overflow for o in report.outputs)
     _explain_overflow(report, net, params)
     report.ok = all(o.ok for o in report.outputs)
     return report
+
+
+def _engine_reference(report, net, params, info, feeds) -> Optional[dict]:
+    """The numpy engine's values (Caffe's forward pass, phase TEST) of the graph outputs on
+    the same inputs, or None with a warning saying why not (a layer type without a numpy
+    forward pass, a net the engine cannot run)."""
+    from ..layers.base import LayerType
+
+    missing = [l for l in net.layers if type(l.spec).forward is LayerType.forward]
+    if missing:
+        report.warnings.append(f"not compared with the numpy engine: layer '{missing[0].name}' ({missing[0].type}) "
+                               "has no forward pass in numpy"
+                               + (f" (and {len(missing) - 1} more layer(s))" if len(missing) > 1 else "")
+                               + "; compared shapes and finiteness" + (" (and OpenCV where it runs)"))
+        return None
+    from ..lab.engine import Engine
+    from ..lab.report import default_inputs
+
+    wanted = {}  # (layer index, top) -> graph output name
+    index = {l.name: i for i, l in enumerate(net.layers)}
+    for out_name in info.outputs:
+        _, lname, j = info.blob_of[out_name]
+        wanted[(index[lname], j)] = out_name
+    got: dict = {}
+
+    def keep(li, bottoms, tops):
+        for j, t in enumerate(tops):
+            name = wanted.get((li, j))
+            if name is not None:
+                got[name] = t
+
+    t0 = time.perf_counter()
+    try:
+        with np.errstate(all="ignore"):
+            caffe_feeds = {_input_blob(net, name): value for name, value in feeds.items()}
+            all_feeds = {**default_inputs(net, 0), **caffe_feeds}
+            eng = Engine(net, params, phase="TEST", rng=0, force_backward=False)
+            eng.forward(all_feeds, keep=False, outputs=[], observer=keep)
+    except Exception as exc:  # a net the engine cannot run: today's check
+        report.warnings.append(f"not compared with the numpy engine: it could not run this net ({exc}); "
+                               "compared shapes and finiteness (and OpenCV where it runs)")
+        return None
+    report.engine_seconds = time.perf_counter() - t0
+    report.engine = True
+    return got
+
+
+def _input_blob(net, name) -> str:
+    """The Caffe blob of a graph input: its name, or, for an input the net rewrites in
+    place and also outputs, the name the export gave it (``x@first_writer``)."""
+    if name in net.inputs:
+        return name
+    for k in range(len(name)):
+        if name[k] == "@" and name[:k] in net.inputs:
+            return name[:k]
+    return name
+
+
+def compare_arrays(y, ref):
+    """``(max abs err, max rel err, same non-finite positions, any non-finite)`` of ``y``
+    against ``ref`` (same size): the errors over the positions where both are finite
+    (relative to ``max(1, max |finite ref|)``); NaN, +inf and -inf must sit at the same
+    positions in both."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1)
+    fy, fr = np.isfinite(y), np.isfinite(ref)
+    same = bool(np.array_equal(fy, fr) and np.array_equal(np.isnan(y), np.isnan(ref))
+                and np.array_equal(np.isposinf(y), np.isposinf(ref)))
+    both = fy & fr
+    diff = np.abs(y[both] - ref[both])
+    scale = max(1.0, float(np.max(np.abs(ref[both])))) if both.any() else 1.0
+    abs_err = float(np.max(diff)) if diff.size else 0.0
+    return abs_err, abs_err / scale, same, not bool(fy.all() and fr.all())
 
 
 def _run_onnxruntime(report, model_or_path, feeds) -> dict:
@@ -286,9 +386,10 @@ def _opencv_reference(report, net, params, info, feeds, caffemodel) -> Optional[
     return None
 
 
-def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical) -> OutputCheck:
-    """One output against the net model's shape (but for its ``dynamic`` axes),
-    finiteness and (``ref``) OpenCV's values, both in their ``canonical`` form."""
+def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical, engine=None) -> OutputCheck:
+    """One output against the net model's shape (but for its ``dynamic`` axes), the
+    engine's values (``engine``; then inf/NaN where the engine has them are faithful) or
+    else finiteness, and (``ref``) OpenCV's values, all in their ``canonical`` form."""
     finite = bool(np.all(np.isfinite(y)))
     max_abs = float(np.max(np.abs(y))) if y.size and finite else (float("nan") if not finite else 0.0)
     oc = OutputCheck(name=name, shape=tuple(y.shape), expected_shape=tuple(expected), finite=finite, max_abs=max_abs)
@@ -298,20 +399,35 @@ def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical) -> O
     if tuple(y.shape) != tuple(expected):
         oc.ok = False
         report.warnings.append(f"output '{name}' has shape {list(y.shape)}, the net model says {list(expected)}")
-    if not finite:
+    yc = np.asarray(canonical(y))
+    faithful_nonfinite = False
+    if engine is not None:
+        e = np.asarray(canonical(np.asarray(engine, dtype=np.float32)), dtype=np.float32)
+        if e.size == yc.size:
+            abs_err, rel_err, same, nonfinite = compare_arrays(yc, e)
+            oc.engine_abs_err, oc.engine_rel_err = abs_err, rel_err
+            if not (rel_err <= rtol) or not same:
+                oc.ok = False
+                report.warnings.append(f"output '{name}' differs from the numpy engine's (Caffe's forward pass): "
+                                       + (f"max relative error {rel_err:.3g}" if same else
+                                          "inf/NaN at other positions"))
+            elif nonfinite:
+                faithful_nonfinite = oc.overflow = True
+        else:
+            oc.ok = False
+            report.warnings.append(f"the engine's '{name}' has {e.size} values, onnxruntime's {yc.size}")
+    if not finite and not faithful_nonfinite:
         oc.ok = False
     if ref is not None:
-        y, ref = np.asarray(canonical(y)), np.asarray(canonical(np.asarray(ref, dtype=np.float32)), dtype=np.float32)
-        if ref.size == y.size:
-            diff = np.abs(ref.reshape(y.shape).astype(np.float64) - y.astype(np.float64))
-            scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
-            oc.max_abs_err = float(np.max(diff)) if diff.size else 0.0
-            oc.max_rel_err = oc.max_abs_err / scale
-            if not (oc.max_abs_err <= rtol * scale):
+        ref = np.asarray(canonical(np.asarray(ref, dtype=np.float32)), dtype=np.float32)
+        if ref.size == yc.size:
+            abs_err, rel_err, same, nonfinite = compare_arrays(yc, ref)
+            oc.max_abs_err, oc.max_rel_err = abs_err, rel_err
+            if not (rel_err <= rtol) or not same:
                 oc.ok = False
         else:
             oc.ok = False
-            report.warnings.append(f"OpenCV's '{name}' has {ref.size} values, onnxruntime's {y.size}")
+            report.warnings.append(f"OpenCV's '{name}' has {ref.size} values, onnxruntime's {yc.size}")
     return oc
 
 
@@ -324,6 +440,9 @@ def _explain_overflow(report, net, params) -> None:
     hints = [(l, l.spec.overflow_hint(params.get(l.name) or [])) for l in net.layers]
     hints = [(l, h) for l, h in hints if h]
     msg = f"the outputs hold {'non-finite values (inf/NaN)' if non_finite else 'huge values'}"
+    if report.overflow:
+        msg = ("the export is faithful (onnxruntime's outputs match the numpy engine's, inf/NaN at the same "
+               "positions), but the net overflows as Caffe's forward pass does")
     if hints:
         layer, hint = hints[0]
         same = sum(1 for l, _ in hints if l.type == layer.type)

@@ -17,13 +17,6 @@ from ..data import RuntimeData
 from .segnet_pb2 import BNParameter, DenseImageDataParameter, UpsampleParameter
 
 
-def _as_caffe_filler(fp):
-    """A fork FillerParameter as ``caffe_pb2.FillerParameter`` (the same wire format)."""
-    out = caffe_pb2.FillerParameter()
-    out.ParseFromString(fp.SerializeToString())
-    return out
-
-
 def _legacy_4d(layer, shape, what):
     """A bottom read through Caffe's legacy num()/channels()/height()/width(): missing
     axes are 1, more than 4 are refused."""
@@ -229,8 +222,7 @@ class BN(LayerType):
         p = self.fork("bn_param")
         blobs = []
         for name, field in (("scale", "scale_filler"), ("shift", "shift_filler")):
-            fp = _as_caffe_filler(getattr(p, field)) if p.HasField(field) else caffe_pb2.FillerParameter()
-            blobs.append(self.blob(name, (1, c, 1, 1), fp))
+            blobs.append(self.blob(name, (1, c, 1, 1), self.filler(p, field)))
         return blobs
 
     def outputs(self, bottoms):

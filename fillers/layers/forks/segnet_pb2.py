@@ -22,27 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ... import caffe_pb2 as caffe__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66orks/segnet.proto\x12\x0c\x66orks.segnet\"\x91\x02\n\x0f\x46illerParameter\x12\x16\n\x04type\x18\x01 \x01(\t:\x08\x63onstant\x12\x10\n\x05value\x18\x02 \x01(\x02:\x01\x30\x12\x0e\n\x03min\x18\x03 \x01(\x02:\x01\x30\x12\x0e\n\x03max\x18\x04 \x01(\x02:\x01\x31\x12\x0f\n\x04mean\x18\x05 \x01(\x02:\x01\x30\x12\x0e\n\x03std\x18\x06 \x01(\x02:\x01\x31\x12\x12\n\x06sparse\x18\x07 \x01(\x05:\x02-1\x12I\n\rvariance_norm\x18\x08 \x01(\x0e\x32*.forks.segnet.FillerParameter.VarianceNorm:\x06\x46\x41N_IN\"4\n\x0cVarianceNorm\x12\n\n\x06\x46\x41N_IN\x10\x00\x12\x0b\n\x07\x46\x41N_OUT\x10\x01\x12\x0b\n\x07\x41VERAGE\x10\x02\"\xd5\x01\n\x0b\x42NParameter\x12\x33\n\x0cscale_filler\x18\x01 \x01(\x0b\x32\x1d.forks.segnet.FillerParameter\x12\x33\n\x0cshift_filler\x18\x02 \x01(\x0b\x32\x1d.forks.segnet.FillerParameter\x12\x38\n\x07\x62n_mode\x18\x03 \x01(\x0e\x32 .forks.segnet.BNParameter.BNMode:\x05LEARN\"\"\n\x06\x42NMode\x12\t\n\x05LEARN\x10\x00\x12\r\n\tINFERENCE\x10\x01\"\xa3\x01\n\x11UpsampleParameter\x12\x10\n\x05scale\x18\x01 \x01(\r:\x01\x32\x12\x0f\n\x07scale_h\x18\x02 \x01(\r\x12\x0f\n\x07scale_w\x18\x03 \x01(\r\x12\x18\n\tpad_out_h\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x18\n\tpad_out_w\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x12\n\nupsample_h\x18\x06 \x01(\r\x12\x12\n\nupsample_w\x18\x07 \x01(\r\"\xc0\x02\n\x17\x44\x65nseImageDataParameter\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x14\n\trand_skip\x18\x03 \x01(\r:\x01\x30\x12\x16\n\x07shuffle\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x15\n\nnew_height\x18\x05 \x01(\r:\x01\x30\x12\x14\n\tnew_width\x18\x06 \x01(\r:\x01\x30\x12\x16\n\x08is_color\x18\x07 \x01(\x08:\x04true\x12\x11\n\tmean_file\x18\x08 \x01(\t\x12\x15\n\x0broot_folder\x18\t \x01(\t:\x00\x12\x15\n\x06mirror\x18\n \x01(\x08:\x05\x66\x61lse\x12\x15\n\ncrop_width\x18\x0b \x01(\r:\x01\x30\x12\x16\n\x0b\x63rop_height\x18\x0c \x01(\r:\x01\x30\x12\x1e\n\x13label_divide_factor\x18\r \x01(\r:\x01\x31\"\xbf\x01\n\x0eLayerParameter\x12+\n\x08\x62n_param\x18- \x01(\x0b\x32\x19.forks.segnet.BNParameter\x12\x38\n\x0eupsample_param\x18\x89\x01 \x01(\x0b\x32\x1f.forks.segnet.UpsampleParameter\x12\x46\n\x16\x64\x65nse_image_data_param\x18\x8a\x01 \x01(\x0b\x32%.forks.segnet.DenseImageDataParameter')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66orks/segnet.proto\x12\x0c\x66orks.segnet\x1a\x0b\x63\x61\x66\x66\x65.proto\"\xc7\x01\n\x0b\x42NParameter\x12,\n\x0cscale_filler\x18\x01 \x01(\x0b\x32\x16.caffe.FillerParameter\x12,\n\x0cshift_filler\x18\x02 \x01(\x0b\x32\x16.caffe.FillerParameter\x12\x38\n\x07\x62n_mode\x18\x03 \x01(\x0e\x32 .forks.segnet.BNParameter.BNMode:\x05LEARN\"\"\n\x06\x42NMode\x12\t\n\x05LEARN\x10\x00\x12\r\n\tINFERENCE\x10\x01\"\xa3\x01\n\x11UpsampleParameter\x12\x10\n\x05scale\x18\x01 \x01(\r:\x01\x32\x12\x0f\n\x07scale_h\x18\x02 \x01(\r\x12\x0f\n\x07scale_w\x18\x03 \x01(\r\x12\x18\n\tpad_out_h\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x18\n\tpad_out_w\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x12\n\nupsample_h\x18\x06 \x01(\r\x12\x12\n\nupsample_w\x18\x07 \x01(\r\"\xc0\x02\n\x17\x44\x65nseImageDataParameter\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x14\n\trand_skip\x18\x03 \x01(\r:\x01\x30\x12\x16\n\x07shuffle\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x15\n\nnew_height\x18\x05 \x01(\r:\x01\x30\x12\x14\n\tnew_width\x18\x06 \x01(\r:\x01\x30\x12\x16\n\x08is_color\x18\x07 \x01(\x08:\x04true\x12\x11\n\tmean_file\x18\x08 \x01(\t\x12\x15\n\x0broot_folder\x18\t \x01(\t:\x00\x12\x15\n\x06mirror\x18\n \x01(\x08:\x05\x66\x61lse\x12\x15\n\ncrop_width\x18\x0b \x01(\r:\x01\x30\x12\x16\n\x0b\x63rop_height\x18\x0c \x01(\r:\x01\x30\x12\x1e\n\x13label_divide_factor\x18\r \x01(\r:\x01\x31\"\xbf\x01\n\x0eLayerParameter\x12+\n\x08\x62n_param\x18- \x01(\x0b\x32\x19.forks.segnet.BNParameter\x12\x38\n\x0eupsample_param\x18\x89\x01 \x01(\x0b\x32\x1f.forks.segnet.UpsampleParameter\x12\x46\n\x16\x64\x65nse_image_data_param\x18\x8a\x01 \x01(\x0b\x32%.forks.segnet.DenseImageDataParameter')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'forks.segnet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FILLERPARAMETER']._serialized_start=37
-  _globals['_FILLERPARAMETER']._serialized_end=310
-  _globals['_FILLERPARAMETER_VARIANCENORM']._serialized_start=258
-  _globals['_FILLERPARAMETER_VARIANCENORM']._serialized_end=310
-  _globals['_BNPARAMETER']._serialized_start=313
-  _globals['_BNPARAMETER']._serialized_end=526
-  _globals['_BNPARAMETER_BNMODE']._serialized_start=492
-  _globals['_BNPARAMETER_BNMODE']._serialized_end=526
-  _globals['_UPSAMPLEPARAMETER']._serialized_start=529
-  _globals['_UPSAMPLEPARAMETER']._serialized_end=692
-  _globals['_DENSEIMAGEDATAPARAMETER']._serialized_start=695
-  _globals['_DENSEIMAGEDATAPARAMETER']._serialized_end=1015
-  _globals['_LAYERPARAMETER']._serialized_start=1018
-  _globals['_LAYERPARAMETER']._serialized_end=1209
+  _globals['_BNPARAMETER']._serialized_start=50
+  _globals['_BNPARAMETER']._serialized_end=249
+  _globals['_BNPARAMETER_BNMODE']._serialized_start=215
+  _globals['_BNPARAMETER_BNMODE']._serialized_end=249
+  _globals['_UPSAMPLEPARAMETER']._serialized_start=252
+  _globals['_UPSAMPLEPARAMETER']._serialized_end=415
+  _globals['_DENSEIMAGEDATAPARAMETER']._serialized_start=418
+  _globals['_DENSEIMAGEDATAPARAMETER']._serialized_end=738
+  _globals['_LAYERPARAMETER']._serialized_start=741
+  _globals['_LAYERPARAMETER']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

@@ -52,10 +52,7 @@ class Normalize(LayerType):
     def params(self, bottoms):
         p = self.fork("norm_param")
         c = self._channels(bottoms[0])
-        if p.HasField("scale_filler"):
-            filler = p.scale_filler
-        else:
-            filler = ssd_pb2.FillerParameter(type="constant", value=1.0)
+        filler = self.filler(p, "scale_filler", {"type": "constant", "value": 1.0})
         return [self.blob("scale", () if p.channel_shared else (c,), filler)]
 
     def outputs(self, bottoms):

@@ -22,75 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ... import caffe_pb2 as caffe__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66orks/ssd.proto\x12\tforks.ssd\"\x8e\x02\n\x0f\x46illerParameter\x12\x16\n\x04type\x18\x01 \x01(\t:\x08\x63onstant\x12\x10\n\x05value\x18\x02 \x01(\x02:\x01\x30\x12\x0e\n\x03min\x18\x03 \x01(\x02:\x01\x30\x12\x0e\n\x03max\x18\x04 \x01(\x02:\x01\x31\x12\x0f\n\x04mean\x18\x05 \x01(\x02:\x01\x30\x12\x0e\n\x03std\x18\x06 \x01(\x02:\x01\x31\x12\x12\n\x06sparse\x18\x07 \x01(\x05:\x02-1\x12\x46\n\rvariance_norm\x18\x08 \x01(\x0e\x32\'.forks.ssd.FillerParameter.VarianceNorm:\x06\x46\x41N_IN\"4\n\x0cVarianceNorm\x12\n\n\x06\x46\x41N_IN\x10\x00\x12\x0b\n\x07\x46\x41N_OUT\x10\x01\x12\x0b\n\x07\x41VERAGE\x10\x02\"\x96\x01\n\x12NormalizeParameter\x12\x1c\n\x0e\x61\x63ross_spatial\x18\x01 \x01(\x08:\x04true\x12\x30\n\x0cscale_filler\x18\x02 \x01(\x0b\x32\x1a.forks.ssd.FillerParameter\x12\x1c\n\x0e\x63hannel_shared\x18\x03 \x01(\x08:\x04true\x12\x12\n\x03\x65ps\x18\x04 \x01(\x02:\x05\x31\x65-10\"!\n\x10PermuteParameter\x12\r\n\x05order\x18\x01 \x03(\r\"\xb5\x02\n\x11PriorBoxParameter\x12\x10\n\x08min_size\x18\x01 \x03(\x02\x12\x10\n\x08max_size\x18\x02 \x03(\x02\x12\x14\n\x0c\x61spect_ratio\x18\x03 \x03(\x02\x12\x12\n\x04\x66lip\x18\x04 \x01(\x08:\x04true\x12\x13\n\x04\x63lip\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x10\n\x08variance\x18\x06 \x03(\x02\x12\x10\n\x08img_size\x18\x07 \x01(\r\x12\r\n\x05img_h\x18\x08 \x01(\r\x12\r\n\x05img_w\x18\t \x01(\r\x12\x0c\n\x04step\x18\n \x01(\x02\x12\x0e\n\x06step_h\x18\x0b \x01(\x02\x12\x0e\n\x06step_w\x18\x0c \x01(\x02\x12\x13\n\x06offset\x18\r \x01(\x02:\x03\x30.5\"8\n\x08\x43odeType\x12\n\n\x06\x43ORNER\x10\x01\x12\x0f\n\x0b\x43\x45NTER_SIZE\x10\x02\x12\x0f\n\x0b\x43ORNER_SIZE\x10\x03\"[\n\x1eNonMaximumSuppressionParameter\x12\x1a\n\rnms_threshold\x18\x01 \x01(\x02:\x03\x30.3\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x03\x65ta\x18\x03 \x01(\x02:\x01\x31\"\x9c\x04\n\x0fResizeParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x31\x12\x41\n\x0bresize_mode\x18\x02 \x01(\x0e\x32&.forks.ssd.ResizeParameter.Resize_mode:\x04WARP\x12\x11\n\x06height\x18\x03 \x01(\r:\x01\x30\x12\x10\n\x05width\x18\x04 \x01(\r:\x01\x30\x12\x17\n\x0cheight_scale\x18\x08 \x01(\r:\x01\x30\x12\x16\n\x0bwidth_scale\x18\t \x01(\r:\x01\x30\x12?\n\x08pad_mode\x18\x05 \x01(\x0e\x32#.forks.ssd.ResizeParameter.Pad_mode:\x08\x43ONSTANT\x12\x11\n\tpad_value\x18\x06 \x03(\x02\x12;\n\x0binterp_mode\x18\x07 \x03(\x0e\x32&.forks.ssd.ResizeParameter.Interp_mode\"G\n\x0bResize_mode\x12\x08\n\x04WARP\x10\x01\x12\x12\n\x0e\x46IT_SMALL_SIZE\x10\x02\x12\x1a\n\x16\x46IT_LARGE_SIZE_AND_PAD\x10\x03\":\n\x08Pad_mode\x12\x0c\n\x08\x43ONSTANT\x10\x01\x12\x0c\n\x08MIRRORED\x10\x02\x12\x12\n\x0eREPEAT_NEAREST\x10\x03\"I\n\x0bInterp_mode\x12\n\n\x06LINEAR\x10\x01\x12\x08\n\x04\x41REA\x10\x02\x12\x0b\n\x07NEAREST\x10\x03\x12\t\n\x05\x43UBIC\x10\x04\x12\x0c\n\x08LANCZOS4\x10\x05\"\xdc\x01\n\x13SaveOutputParameter\x12\x18\n\x10output_directory\x18\x01 \x01(\t\x12\x1a\n\x12output_name_prefix\x18\x02 \x01(\t\x12\x15\n\routput_format\x18\x03 \x01(\t\x12\x16\n\x0elabel_map_file\x18\x04 \x01(\t\x12\x16\n\x0ename_size_file\x18\x05 \x01(\t\x12\x16\n\x0enum_test_image\x18\x06 \x01(\r\x12\x30\n\x0cresize_param\x18\x07 \x01(\x0b\x32\x1a.forks.ssd.ResizeParameter\"\xd3\x03\n\x18\x44\x65tectionOutputParameter\x12\x13\n\x0bnum_classes\x18\x01 \x01(\r\x12\x1c\n\x0eshare_location\x18\x02 \x01(\x08:\x04true\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\x03 \x01(\x05:\x01\x30\x12<\n\tnms_param\x18\x04 \x01(\x0b\x32).forks.ssd.NonMaximumSuppressionParameter\x12\x39\n\x11save_output_param\x18\x05 \x01(\x0b\x32\x1e.forks.ssd.SaveOutputParameter\x12@\n\tcode_type\x18\x06 \x01(\x0e\x32%.forks.ssd.PriorBoxParameter.CodeType:\x06\x43ORNER\x12)\n\x1avariance_encoded_in_target\x18\x08 \x01(\x08:\x05\x66\x61lse\x12\x16\n\nkeep_top_k\x18\x07 \x01(\x05:\x02-1\x12\x1c\n\x14\x63onfidence_threshold\x18\t \x01(\x02\x12\x18\n\tvisualize\x18\n \x01(\x08:\x05\x66\x61lse\x12\x1b\n\x13visualize_threshold\x18\x0b \x01(\x02\x12\x11\n\tsave_file\x18\x0c \x01(\t\"9\n\x13SaltPepperParameter\x12\x13\n\x08\x66raction\x18\x01 \x01(\x02:\x01\x30\x12\r\n\x05value\x18\x02 \x03(\x02\"\xf2\x02\n\x0eNoiseParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x30\x12\x16\n\x07hist_eq\x18\x02 \x01(\x08:\x05\x66\x61lse\x12\x16\n\x07inverse\x18\x03 \x01(\x08:\x05\x66\x61lse\x12\x19\n\ndecolorize\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x19\n\ngauss_blur\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x10\n\x04jpeg\x18\x06 \x01(\x02:\x02-1\x12\x18\n\tposterize\x18\x07 \x01(\x08:\x05\x66\x61lse\x12\x14\n\x05\x65rode\x18\x08 \x01(\x08:\x05\x66\x61lse\x12\x19\n\nsaltpepper\x18\t \x01(\x08:\x05\x66\x61lse\x12\x38\n\x10saltpepper_param\x18\n \x01(\x0b\x32\x1e.forks.ssd.SaltPepperParameter\x12\x14\n\x05\x63lahe\x18\x0b \x01(\x08:\x05\x66\x61lse\x12\x1d\n\x0e\x63onvert_to_hsv\x18\x0c \x01(\x08:\x05\x66\x61lse\x12\x1d\n\x0e\x63onvert_to_lab\x18\r \x01(\x08:\x05\x66\x61lse\"\xbd\x02\n\x13\x44istortionParameter\x12\x1a\n\x0f\x62rightness_prob\x18\x01 \x01(\x02:\x01\x30\x12\x1b\n\x10\x62rightness_delta\x18\x02 \x01(\x02:\x01\x30\x12\x18\n\rcontrast_prob\x18\x03 \x01(\x02:\x01\x30\x12\x19\n\x0e\x63ontrast_lower\x18\x04 \x01(\x02:\x01\x30\x12\x19\n\x0e\x63ontrast_upper\x18\x05 \x01(\x02:\x01\x30\x12\x13\n\x08hue_prob\x18\x06 \x01(\x02:\x01\x30\x12\x14\n\thue_delta\x18\x07 \x01(\x02:\x01\x30\x12\x1a\n\x0fsaturation_prob\x18\x08 \x01(\x02:\x01\x30\x12\x1b\n\x10saturation_lower\x18\t \x01(\x02:\x01\x30\x12\x1b\n\x10saturation_upper\x18\n \x01(\x02:\x01\x30\x12\x1c\n\x11random_order_prob\x18\x0b \x01(\x02:\x01\x30\"B\n\x12\x45xpansionParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x31\x12\x1b\n\x10max_expand_ratio\x18\x02 \x01(\x02:\x01\x31\"\x8e\x01\n\x0e\x45mitConstraint\x12=\n\temit_type\x18\x01 \x01(\x0e\x32\".forks.ssd.EmitConstraint.EmitType:\x06\x43\x45NTER\x12\x14\n\x0c\x65mit_overlap\x18\x02 \x01(\x02\"\'\n\x08\x45mitType\x12\n\n\x06\x43\x45NTER\x10\x00\x12\x0f\n\x0bMIN_OVERLAP\x10\x01\"o\n\x07Sampler\x12\x14\n\tmin_scale\x18\x01 \x01(\x02:\x01\x31\x12\x14\n\tmax_scale\x18\x02 \x01(\x02:\x01\x31\x12\x1b\n\x10min_aspect_ratio\x18\x03 \x01(\x02:\x01\x31\x12\x1b\n\x10max_aspect_ratio\x18\x04 \x01(\x02:\x01\x31\"\xc0\x01\n\x10SampleConstraint\x12\x1b\n\x13min_jaccard_overlap\x18\x01 \x01(\x02\x12\x1b\n\x13max_jaccard_overlap\x18\x02 \x01(\x02\x12\x1b\n\x13min_sample_coverage\x18\x03 \x01(\x02\x12\x1b\n\x13max_sample_coverage\x18\x04 \x01(\x02\x12\x1b\n\x13min_object_coverage\x18\x05 \x01(\x02\x12\x1b\n\x13max_object_coverage\x18\x06 \x01(\x02\"\xba\x01\n\x0c\x42\x61tchSampler\x12 \n\x12use_original_image\x18\x01 \x01(\x08:\x04true\x12#\n\x07sampler\x18\x02 \x01(\x0b\x32\x12.forks.ssd.Sampler\x12\x36\n\x11sample_constraint\x18\x03 \x01(\x0b\x32\x1b.forks.ssd.SampleConstraint\x12\x12\n\nmax_sample\x18\x04 \x01(\r\x12\x17\n\nmax_trials\x18\x05 \x01(\r:\x03\x31\x30\x30\",\n\x0e\x41nnotatedDatum\"\x1a\n\x0e\x41nnotationType\x12\x08\n\x04\x42\x42OX\x10\x00\"\x9d\x01\n\x16\x41nnotatedDataParameter\x12.\n\rbatch_sampler\x18\x01 \x03(\x0b\x32\x17.forks.ssd.BatchSampler\x12\x16\n\x0elabel_map_file\x18\x02 \x01(\t\x12;\n\tanno_type\x18\x03 \x01(\x0e\x32(.forks.ssd.AnnotatedDatum.AnnotationType\"\x80\t\n\x15MultiBoxLossParameter\x12N\n\rloc_loss_type\x18\x01 \x01(\x0e\x32,.forks.ssd.MultiBoxLossParameter.LocLossType:\tSMOOTH_L1\x12N\n\x0e\x63onf_loss_type\x18\x02 \x01(\x0e\x32-.forks.ssd.MultiBoxLossParameter.ConfLossType:\x07SOFTMAX\x12\x15\n\nloc_weight\x18\x03 \x01(\x02:\x01\x31\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x1c\n\x0eshare_location\x18\x05 \x01(\x08:\x04true\x12N\n\nmatch_type\x18\x06 \x01(\x0e\x32*.forks.ssd.MultiBoxLossParameter.MatchType:\x0ePER_PREDICTION\x12\x1e\n\x11overlap_threshold\x18\x07 \x01(\x02:\x03\x30.5\x12$\n\x16use_prior_for_matching\x18\x08 \x01(\x08:\x04true\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\t \x01(\r:\x01\x30\x12\x1e\n\x10use_difficult_gt\x18\n \x01(\x08:\x04true\x12\x15\n\rdo_neg_mining\x18\x0b \x01(\x08\x12\x18\n\rneg_pos_ratio\x18\x0c \x01(\x02:\x01\x33\x12\x18\n\x0bneg_overlap\x18\r \x01(\x02:\x03\x30.5\x12@\n\tcode_type\x18\x0e \x01(\x0e\x32%.forks.ssd.PriorBoxParameter.CodeType:\x06\x43ORNER\x12(\n\x19\x65ncode_variance_in_target\x18\x10 \x01(\x08:\x05\x66\x61lse\x12%\n\x16map_object_to_agnostic\x18\x11 \x01(\x08:\x05\x66\x61lse\x12)\n\x1aignore_cross_boundary_bbox\x18\x12 \x01(\x08:\x05\x66\x61lse\x12\x18\n\tbp_inside\x18\x13 \x01(\x08:\x05\x66\x61lse\x12N\n\x0bmining_type\x18\x14 \x01(\x0e\x32+.forks.ssd.MultiBoxLossParameter.MiningType:\x0cMAX_NEGATIVE\x12<\n\tnms_param\x18\x15 \x01(\x0b\x32).forks.ssd.NonMaximumSuppressionParameter\x12\x17\n\x0bsample_size\x18\x16 \x01(\x05:\x02\x36\x34\x12 \n\x11use_prior_for_nms\x18\x17 \x01(\x08:\x05\x66\x61lse\"$\n\x0bLocLossType\x12\x06\n\x02L2\x10\x00\x12\r\n\tSMOOTH_L1\x10\x01\")\n\x0c\x43onfLossType\x12\x0b\n\x07SOFTMAX\x10\x00\x12\x0c\n\x08LOGISTIC\x10\x01\".\n\tMatchType\x12\r\n\tBIPARTITE\x10\x00\x12\x12\n\x0ePER_PREDICTION\x10\x01\":\n\nMiningType\x12\x08\n\x04NONE\x10\x00\x12\x10\n\x0cMAX_NEGATIVE\x10\x01\x12\x10\n\x0cHARD_EXAMPLE\x10\x02\"\xe0\x01\n\x1a\x44\x65tectionEvaluateParameter\x12\x13\n\x0bnum_classes\x18\x01 \x01(\r\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\x02 \x01(\r:\x01\x30\x12\x1e\n\x11overlap_threshold\x18\x03 \x01(\x02:\x03\x30.5\x12#\n\x15\x65valuate_difficult_gt\x18\x04 \x01(\x08:\x04true\x12\x16\n\x0ename_size_file\x18\x05 \x01(\t\x12\x30\n\x0cresize_param\x18\x06 \x01(\x0b\x32\x1a.forks.ssd.ResizeParameter')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66orks/ssd.proto\x12\tforks.ssd\x1a\x0b\x63\x61\x66\x66\x65.proto\"\x92\x01\n\x12NormalizeParameter\x12\x1c\n\x0e\x61\x63ross_spatial\x18\x01 \x01(\x08:\x04true\x12,\n\x0cscale_filler\x18\x02 \x01(\x0b\x32\x16.caffe.FillerParameter\x12\x1c\n\x0e\x63hannel_shared\x18\x03 \x01(\x08:\x04true\x12\x12\n\x03\x65ps\x18\x04 \x01(\x02:\x05\x31\x65-10\"!\n\x10PermuteParameter\x12\r\n\x05order\x18\x01 \x03(\r\"\xb5\x02\n\x11PriorBoxParameter\x12\x10\n\x08min_size\x18\x01 \x03(\x02\x12\x10\n\x08max_size\x18\x02 \x03(\x02\x12\x14\n\x0c\x61spect_ratio\x18\x03 \x03(\x02\x12\x12\n\x04\x66lip\x18\x04 \x01(\x08:\x04true\x12\x13\n\x04\x63lip\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x10\n\x08variance\x18\x06 \x03(\x02\x12\x10\n\x08img_size\x18\x07 \x01(\r\x12\r\n\x05img_h\x18\x08 \x01(\r\x12\r\n\x05img_w\x18\t \x01(\r\x12\x0c\n\x04step\x18\n \x01(\x02\x12\x0e\n\x06step_h\x18\x0b \x01(\x02\x12\x0e\n\x06step_w\x18\x0c \x01(\x02\x12\x13\n\x06offset\x18\r \x01(\x02:\x03\x30.5\"8\n\x08\x43odeType\x12\n\n\x06\x43ORNER\x10\x01\x12\x0f\n\x0b\x43\x45NTER_SIZE\x10\x02\x12\x0f\n\x0b\x43ORNER_SIZE\x10\x03\"[\n\x1eNonMaximumSuppressionParameter\x12\x1a\n\rnms_threshold\x18\x01 \x01(\x02:\x03\x30.3\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x03\x65ta\x18\x03 \x01(\x02:\x01\x31\"\x9c\x04\n\x0fResizeParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x31\x12\x41\n\x0bresize_mode\x18\x02 \x01(\x0e\x32&.forks.ssd.ResizeParameter.Resize_mode:\x04WARP\x12\x11\n\x06height\x18\x03 \x01(\r:\x01\x30\x12\x10\n\x05width\x18\x04 \x01(\r:\x01\x30\x12\x17\n\x0cheight_scale\x18\x08 \x01(\r:\x01\x30\x12\x16\n\x0bwidth_scale\x18\t \x01(\r:\x01\x30\x12?\n\x08pad_mode\x18\x05 \x01(\x0e\x32#.forks.ssd.ResizeParameter.Pad_mode:\x08\x43ONSTANT\x12\x11\n\tpad_value\x18\x06 \x03(\x02\x12;\n\x0binterp_mode\x18\x07 \x03(\x0e\x32&.forks.ssd.ResizeParameter.Interp_mode\"G\n\x0bResize_mode\x12\x08\n\x04WARP\x10\x01\x12\x12\n\x0e\x46IT_SMALL_SIZE\x10\x02\x12\x1a\n\x16\x46IT_LARGE_SIZE_AND_PAD\x10\x03\":\n\x08Pad_mode\x12\x0c\n\x08\x43ONSTANT\x10\x01\x12\x0c\n\x08MIRRORED\x10\x02\x12\x12\n\x0eREPEAT_NEAREST\x10\x03\"I\n\x0bInterp_mode\x12\n\n\x06LINEAR\x10\x01\x12\x08\n\x04\x41REA\x10\x02\x12\x0b\n\x07NEAREST\x10\x03\x12\t\n\x05\x43UBIC\x10\x04\x12\x0c\n\x08LANCZOS4\x10\x05\"\xdc\x01\n\x13SaveOutputParameter\x12\x18\n\x10output_directory\x18\x01 \x01(\t\x12\x1a\n\x12output_name_prefix\x18\x02 \x01(\t\x12\x15\n\routput_format\x18\x03 \x01(\t\x12\x16\n\x0elabel_map_file\x18\x04 \x01(\t\x12\x16\n\x0ename_size_file\x18\x05 \x01(\t\x12\x16\n\x0enum_test_image\x18\x06 \x01(\r\x12\x30\n\x0cresize_param\x18\x07 \x01(\x0b\x32\x1a.forks.ssd.ResizeParameter\"\xd3\x03\n\x18\x44\x65tectionOutputParameter\x12\x13\n\x0bnum_classes\x18\x01 \x01(\r\x12\x1c\n\x0eshare_location\x18\x02 \x01(\x08:\x04true\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\x03 \x01(\x05:\x01\x30\x12<\n\tnms_param\x18\x04 \x01(\x0b\x32).forks.ssd.NonMaximumSuppressionParameter\x12\x39\n\x11save_output_param\x18\x05 \x01(\x0b\x32\x1e.forks.ssd.SaveOutputParameter\x12@\n\tcode_type\x18\x06 \x01(\x0e\x32%.forks.ssd.PriorBoxParameter.CodeType:\x06\x43ORNER\x12)\n\x1avariance_encoded_in_target\x18\x08 \x01(\x08:\x05\x66\x61lse\x12\x16\n\nkeep_top_k\x18\x07 \x01(\x05:\x02-1\x12\x1c\n\x14\x63onfidence_threshold\x18\t \x01(\x02\x12\x18\n\tvisualize\x18\n \x01(\x08:\x05\x66\x61lse\x12\x1b\n\x13visualize_threshold\x18\x0b \x01(\x02\x12\x11\n\tsave_file\x18\x0c \x01(\t\"9\n\x13SaltPepperParameter\x12\x13\n\x08\x66raction\x18\x01 \x01(\x02:\x01\x30\x12\r\n\x05value\x18\x02 \x03(\x02\"\xf2\x02\n\x0eNoiseParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x30\x12\x16\n\x07hist_eq\x18\x02 \x01(\x08:\x05\x66\x61lse\x12\x16\n\x07inverse\x18\x03 \x01(\x08:\x05\x66\x61lse\x12\x19\n\ndecolorize\x18\x04 \x01(\x08:\x05\x66\x61lse\x12\x19\n\ngauss_blur\x18\x05 \x01(\x08:\x05\x66\x61lse\x12\x10\n\x04jpeg\x18\x06 \x01(\x02:\x02-1\x12\x18\n\tposterize\x18\x07 \x01(\x08:\x05\x66\x61lse\x12\x14\n\x05\x65rode\x18\x08 \x01(\x08:\x05\x66\x61lse\x12\x19\n\nsaltpepper\x18\t \x01(\x08:\x05\x66\x61lse\x12\x38\n\x10saltpepper_param\x18\n \x01(\x0b\x32\x1e.forks.ssd.SaltPepperParameter\x12\x14\n\x05\x63lahe\x18\x0b \x01(\x08:\x05\x66\x61lse\x12\x1d\n\x0e\x63onvert_to_hsv\x18\x0c \x01(\x08:\x05\x66\x61lse\x12\x1d\n\x0e\x63onvert_to_lab\x18\r \x01(\x08:\x05\x66\x61lse\"\xbd\x02\n\x13\x44istortionParameter\x12\x1a\n\x0f\x62rightness_prob\x18\x01 \x01(\x02:\x01\x30\x12\x1b\n\x10\x62rightness_delta\x18\x02 \x01(\x02:\x01\x30\x12\x18\n\rcontrast_prob\x18\x03 \x01(\x02:\x01\x30\x12\x19\n\x0e\x63ontrast_lower\x18\x04 \x01(\x02:\x01\x30\x12\x19\n\x0e\x63ontrast_upper\x18\x05 \x01(\x02:\x01\x30\x12\x13\n\x08hue_prob\x18\x06 \x01(\x02:\x01\x30\x12\x14\n\thue_delta\x18\x07 \x01(\x02:\x01\x30\x12\x1a\n\x0fsaturation_prob\x18\x08 \x01(\x02:\x01\x30\x12\x1b\n\x10saturation_lower\x18\t \x01(\x02:\x01\x30\x12\x1b\n\x10saturation_upper\x18\n \x01(\x02:\x01\x30\x12\x1c\n\x11random_order_prob\x18\x0b \x01(\x02:\x01\x30\"B\n\x12\x45xpansionParameter\x12\x0f\n\x04prob\x18\x01 \x01(\x02:\x01\x31\x12\x1b\n\x10max_expand_ratio\x18\x02 \x01(\x02:\x01\x31\"\x8e\x01\n\x0e\x45mitConstraint\x12=\n\temit_type\x18\x01 \x01(\x0e\x32\".forks.ssd.EmitConstraint.EmitType:\x06\x43\x45NTER\x12\x14\n\x0c\x65mit_overlap\x18\x02 \x01(\x02\"\'\n\x08\x45mitType\x12\n\n\x06\x43\x45NTER\x10\x00\x12\x0f\n\x0bMIN_OVERLAP\x10\x01\"o\n\x07Sampler\x12\x14\n\tmin_scale\x18\x01 \x01(\x02:\x01\x31\x12\x14\n\tmax_scale\x18\x02 \x01(\x02:\x01\x31\x12\x1b\n\x10min_aspect_ratio\x18\x03 \x01(\x02:\x01\x31\x12\x1b\n\x10max_aspect_ratio\x18\x04 \x01(\x02:\x01\x31\"\xc0\x01\n\x10SampleConstraint\x12\x1b\n\x13min_jaccard_overlap\x18\x01 \x01(\x02\x12\x1b\n\x13max_jaccard_overlap\x18\x02 \x01(\x02\x12\x1b\n\x13min_sample_coverage\x18\x03 \x01(\x02\x12\x1b\n\x13max_sample_coverage\x18\x04 \x01(\x02\x12\x1b\n\x13min_object_coverage\x18\x05 \x01(\x02\x12\x1b\n\x13max_object_coverage\x18\x06 \x01(\x02\"\xba\x01\n\x0c\x42\x61tchSampler\x12 \n\x12use_original_image\x18\x01 \x01(\x08:\x04true\x12#\n\x07sampler\x18\x02 \x01(\x0b\x32\x12.forks.ssd.Sampler\x12\x36\n\x11sample_constraint\x18\x03 \x01(\x0b\x32\x1b.forks.ssd.SampleConstraint\x12\x12\n\nmax_sample\x18\x04 \x01(\r\x12\x17\n\nmax_trials\x18\x05 \x01(\r:\x03\x31\x30\x30\",\n\x0e\x41nnotatedDatum\"\x1a\n\x0e\x41nnotationType\x12\x08\n\x04\x42\x42OX\x10\x00\"\x9d\x01\n\x16\x41nnotatedDataParameter\x12.\n\rbatch_sampler\x18\x01 \x03(\x0b\x32\x17.forks.ssd.BatchSampler\x12\x16\n\x0elabel_map_file\x18\x02 \x01(\t\x12;\n\tanno_type\x18\x03 \x01(\x0e\x32(.forks.ssd.AnnotatedDatum.AnnotationType\"\x80\t\n\x15MultiBoxLossParameter\x12N\n\rloc_loss_type\x18\x01 \x01(\x0e\x32,.forks.ssd.MultiBoxLossParameter.LocLossType:\tSMOOTH_L1\x12N\n\x0e\x63onf_loss_type\x18\x02 \x01(\x0e\x32-.forks.ssd.MultiBoxLossParameter.ConfLossType:\x07SOFTMAX\x12\x15\n\nloc_weight\x18\x03 \x01(\x02:\x01\x31\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x1c\n\x0eshare_location\x18\x05 \x01(\x08:\x04true\x12N\n\nmatch_type\x18\x06 \x01(\x0e\x32*.forks.ssd.MultiBoxLossParameter.MatchType:\x0ePER_PREDICTION\x12\x1e\n\x11overlap_threshold\x18\x07 \x01(\x02:\x03\x30.5\x12$\n\x16use_prior_for_matching\x18\x08 \x01(\x08:\x04true\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\t \x01(\r:\x01\x30\x12\x1e\n\x10use_difficult_gt\x18\n \x01(\x08:\x04true\x12\x15\n\rdo_neg_mining\x18\x0b \x01(\x08\x12\x18\n\rneg_pos_ratio\x18\x0c \x01(\x02:\x01\x33\x12\x18\n\x0bneg_overlap\x18\r \x01(\x02:\x03\x30.5\x12@\n\tcode_type\x18\x0e \x01(\x0e\x32%.forks.ssd.PriorBoxParameter.CodeType:\x06\x43ORNER\x12(\n\x19\x65ncode_variance_in_target\x18\x10 \x01(\x08:\x05\x66\x61lse\x12%\n\x16map_object_to_agnostic\x18\x11 \x01(\x08:\x05\x66\x61lse\x12)\n\x1aignore_cross_boundary_bbox\x18\x12 \x01(\x08:\x05\x66\x61lse\x12\x18\n\tbp_inside\x18\x13 \x01(\x08:\x05\x66\x61lse\x12N\n\x0bmining_type\x18\x14 \x01(\x0e\x32+.forks.ssd.MultiBoxLossParameter.MiningType:\x0cMAX_NEGATIVE\x12<\n\tnms_param\x18\x15 \x01(\x0b\x32).forks.ssd.NonMaximumSuppressionParameter\x12\x17\n\x0bsample_size\x18\x16 \x01(\x05:\x02\x36\x34\x12 \n\x11use_prior_for_nms\x18\x17 \x01(\x08:\x05\x66\x61lse\"$\n\x0bLocLossType\x12\x06\n\x02L2\x10\x00\x12\r\n\tSMOOTH_L1\x10\x01\")\n\x0c\x43onfLossType\x12\x0b\n\x07SOFTMAX\x10\x00\x12\x0c\n\x08LOGISTIC\x10\x01\".\n\tMatchType\x12\r\n\tBIPARTITE\x10\x00\x12\x12\n\x0ePER_PREDICTION\x10\x01\":\n\nMiningType\x12\x08\n\x04NONE\x10\x00\x12\x10\n\x0cMAX_NEGATIVE\x10\x01\x12\x10\n\x0cHARD_EXAMPLE\x10\x02\"\xe0\x01\n\x1a\x44\x65tectionEvaluateParameter\x12\x13\n\x0bnum_classes\x18\x01 \x01(\r\x12\x1e\n\x13\x62\x61\x63kground_label_id\x18\x02 \x01(\r:\x01\x30\x12\x1e\n\x11overlap_threshold\x18\x03 \x01(\x02:\x03\x30.5\x12#\n\x15\x65valuate_difficult_gt\x18\x04 \x01(\x08:\x04true\x12\x16\n\x0ename_size_file\x18\x05 \x01(\t\x12\x30\n\x0cresize_param\x18\x06 \x01(\x0b\x32\x1a.forks.ssd.ResizeParameter')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'forks.ssd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FILLERPARAMETER']._serialized_start=31
-  _globals['_FILLERPARAMETER']._serialized_end=301
-  _globals['_FILLERPARAMETER_VARIANCENORM']._serialized_start=249
-  _globals['_FILLERPARAMETER_VARIANCENORM']._serialized_end=301
-  _globals['_NORMALIZEPARAMETER']._serialized_start=304
-  _globals['_NORMALIZEPARAMETER']._serialized_end=454
-  _globals['_PERMUTEPARAMETER']._serialized_start=456
-  _globals['_PERMUTEPARAMETER']._serialized_end=489
-  _globals['_PRIORBOXPARAMETER']._serialized_start=492
-  _globals['_PRIORBOXPARAMETER']._serialized_end=801
-  _globals['_PRIORBOXPARAMETER_CODETYPE']._serialized_start=745
-  _globals['_PRIORBOXPARAMETER_CODETYPE']._serialized_end=801
-  _globals['_NONMAXIMUMSUPPRESSIONPARAMETER']._serialized_start=803
-  _globals['_NONMAXIMUMSUPPRESSIONPARAMETER']._serialized_end=894
-  _globals['_RESIZEPARAMETER']._serialized_start=897
-  _globals['_RESIZEPARAMETER']._serialized_end=1437
-  _globals['_RESIZEPARAMETER_RESIZE_MODE']._serialized_start=1231
-  _globals['_RESIZEPARAMETER_RESIZE_MODE']._serialized_end=1302
-  _globals['_RESIZEPARAMETER_PAD_MODE']._serialized_start=1304
-  _globals['_RESIZEPARAMETER_PAD_MODE']._serialized_end=1362
-  _globals['_RESIZEPARAMETER_INTERP_MODE']._serialized_start=1364
-  _globals['_RESIZEPARAMETER_INTERP_MODE']._serialized_end=1437
-  _globals['_SAVEOUTPUTPARAMETER']._serialized_start=1440
-  _globals['_SAVEOUTPUTPARAMETER']._serialized_end=1660
-  _globals['_DETECTIONOUTPUTPARAMETER']._serialized_start=1663
-  _globals['_DETECTIONOUTPUTPARAMETER']._serialized_end=2130
-  _globals['_SALTPEPPERPARAMETER']._serialized_start=2132
-  _globals['_SALTPEPPERPARAMETER']._serialized_end=2189
-  _globals['_NOISEPARAMETER']._serialized_start=2192
-  _globals['_NOISEPARAMETER']._serialized_end=2562
-  _globals['_DISTORTIONPARAMETER']._serialized_start=2565
-  _globals['_DISTORTIONPARAMETER']._serialized_end=2882
-  _globals['_EXPANSIONPARAMETER']._serialized_start=2884
-  _globals['_EXPANSIONPARAMETER']._serialized_end=2950
-  _globals['_EMITCONSTRAINT']._serialized_start=2953
-  _globals['_EMITCONSTRAINT']._serialized_end=3095
-  _globals['_EMITCONSTRAINT_EMITTYPE']._serialized_start=3056
-  _globals['_EMITCONSTRAINT_EMITTYPE']._serialized_end=3095
-  _globals['_SAMPLER']._serialized_start=3097
-  _globals['_SAMPLER']._serialized_end=3208
-  _globals['_SAMPLECONSTRAINT']._serialized_start=3211
-  _globals['_SAMPLECONSTRAINT']._serialized_end=3403
-  _globals['_BATCHSAMPLER']._serialized_start=3406
-  _globals['_BATCHSAMPLER']._serialized_end=3592
-  _globals['_ANNOTATEDDATUM']._serialized_start=3594
-  _globals['_ANNOTATEDDATUM']._serialized_end=3638
-  _globals['_ANNOTATEDDATUM_ANNOTATIONTYPE']._serialized_start=3612
-  _globals['_ANNOTATEDDATUM_ANNOTATIONTYPE']._serialized_end=3638
-  _globals['_ANNOTATEDDATAPARAMETER']._serialized_start=3641
-  _globals['_ANNOTATEDDATAPARAMETER']._serialized_end=3798
-  _globals['_MULTIBOXLOSSPARAMETER']._serialized_start=3801
-  _globals['_MULTIBOXLOSSPARAMETER']._serialized_end=4953
-  _globals['_MULTIBOXLOSSPARAMETER_LOCLOSSTYPE']._serialized_start=4766
-  _globals['_MULTIBOXLOSSPARAMETER_LOCLOSSTYPE']._serialized_end=4802
-  _globals['_MULTIBOXLOSSPARAMETER_CONFLOSSTYPE']._serialized_start=4804
-  _globals['_MULTIBOXLOSSPARAMETER_CONFLOSSTYPE']._serialized_end=4845
-  _globals['_MULTIBOXLOSSPARAMETER_MATCHTYPE']._serialized_start=4847
-  _globals['_MULTIBOXLOSSPARAMETER_MATCHTYPE']._serialized_end=4893
-  _globals['_MULTIBOXLOSSPARAMETER_MININGTYPE']._serialized_start=4895
-  _globals['_MULTIBOXLOSSPARAMETER_MININGTYPE']._serialized_end=4953
-  _globals['_DETECTIONEVALUATEPARAMETER']._serialized_start=4956
-  _globals['_DETECTIONEVALUATEPARAMETER']._serialized_end=5180
+  _globals['_NORMALIZEPARAMETER']._serialized_start=44
+  _globals['_NORMALIZEPARAMETER']._serialized_end=190
+  _globals['_PERMUTEPARAMETER']._serialized_start=192
+  _globals['_PERMUTEPARAMETER']._serialized_end=225
+  _globals['_PRIORBOXPARAMETER']._serialized_start=228
+  _globals['_PRIORBOXPARAMETER']._serialized_end=537
+  _globals['_PRIORBOXPARAMETER_CODETYPE']._serialized_start=481
+  _globals['_PRIORBOXPARAMETER_CODETYPE']._serialized_end=537
+  _globals['_NONMAXIMUMSUPPRESSIONPARAMETER']._serialized_start=539
+  _globals['_NONMAXIMUMSUPPRESSIONPARAMETER']._serialized_end=630
+  _globals['_RESIZEPARAMETER']._serialized_start=633
+  _globals['_RESIZEPARAMETER']._serialized_end=1173
+  _globals['_RESIZEPARAMETER_RESIZE_MODE']._serialized_start=967
+  _globals['_RESIZEPARAMETER_RESIZE_MODE']._serialized_end=1038
+  _globals['_RESIZEPARAMETER_PAD_MODE']._serialized_start=1040
+  _globals['_RESIZEPARAMETER_PAD_MODE']._serialized_end=1098
+  _globals['_RESIZEPARAMETER_INTERP_MODE']._serialized_start=1100
+  _globals['_RESIZEPARAMETER_INTERP_MODE']._serialized_end=1173
+  _globals['_SAVEOUTPUTPARAMETER']._serialized_start=1176
+  _globals['_SAVEOUTPUTPARAMETER']._serialized_end=1396
+  _globals['_DETECTIONOUTPUTPARAMETER']._serialized_start=1399
+  _globals['_DETECTIONOUTPUTPARAMETER']._serialized_end=1866
+  _globals['_SALTPEPPERPARAMETER']._serialized_start=1868
+  _globals['_SALTPEPPERPARAMETER']._serialized_end=1925
+  _globals['_NOISEPARAMETER']._serialized_start=1928
+  _globals['_NOISEPARAMETER']._serialized_end=2298
+  _globals['_DISTORTIONPARAMETER']._serialized_start=2301
+  _globals['_DISTORTIONPARAMETER']._serialized_end=2618
+  _globals['_EXPANSIONPARAMETER']._serialized_start=2620
+  _globals['_EXPANSIONPARAMETER']._serialized_end=2686
+  _globals['_EMITCONSTRAINT']._serialized_start=2689
+  _globals['_EMITCONSTRAINT']._serialized_end=2831
+  _globals['_EMITCONSTRAINT_EMITTYPE']._serialized_start=2792
+  _globals['_EMITCONSTRAINT_EMITTYPE']._serialized_end=2831
+  _globals['_SAMPLER']._serialized_start=2833
+  _globals['_SAMPLER']._serialized_end=2944
+  _globals['_SAMPLECONSTRAINT']._serialized_start=2947
+  _globals['_SAMPLECONSTRAINT']._serialized_end=3139
+  _globals['_BATCHSAMPLER']._serialized_start=3142
+  _globals['_BATCHSAMPLER']._serialized_end=3328
+  _globals['_ANNOTATEDDATUM']._serialized_start=3330
+  _globals['_ANNOTATEDDATUM']._serialized_end=3374
+  _globals['_ANNOTATEDDATUM_ANNOTATIONTYPE']._serialized_start=3348
+  _globals['_ANNOTATEDDATUM_ANNOTATIONTYPE']._serialized_end=3374
+  _globals['_ANNOTATEDDATAPARAMETER']._serialized_start=3377
+  _globals['_ANNOTATEDDATAPARAMETER']._serialized_end=3534
+  _globals['_MULTIBOXLOSSPARAMETER']._serialized_start=3537
+  _globals['_MULTIBOXLOSSPARAMETER']._serialized_end=4689
+  _globals['_MULTIBOXLOSSPARAMETER_LOCLOSSTYPE']._serialized_start=4502
+  _globals['_MULTIBOXLOSSPARAMETER_LOCLOSSTYPE']._serialized_end=4538
+  _globals['_MULTIBOXLOSSPARAMETER_CONFLOSSTYPE']._serialized_start=4540
+  _globals['_MULTIBOXLOSSPARAMETER_CONFLOSSTYPE']._serialized_end=4581
+  _globals['_MULTIBOXLOSSPARAMETER_MATCHTYPE']._serialized_start=4583
+  _globals['_MULTIBOXLOSSPARAMETER_MATCHTYPE']._serialized_end=4629
+  _globals['_MULTIBOXLOSSPARAMETER_MININGTYPE']._serialized_start=4631
+  _globals['_MULTIBOXLOSSPARAMETER_MININGTYPE']._serialized_end=4689
+  _globals['_DETECTIONEVALUATEPARAMETER']._serialized_start=4692
+  _globals['_DETECTIONEVALUATEPARAMETER']._serialized_end=4916
 # @@protoc_insertion_point(module_scope)
