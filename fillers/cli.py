@@ -351,7 +351,7 @@ def _run(args, parser) -> int:
     from .stream import caffemodel_for, fill_in_memory, stream_fill
 
     # a net-level procedure (--filler lsuv) runs forward passes: in memory; the rest is streamed
-    procedure = lab.procedure_options(args, weight_spec, lab.read_feeds(args, net)[0], args.quiet)
+    procedure = lab.procedure_options(args, weight_spec, net, args.quiet)
     fill = fill_in_memory if procedure else stream_fill
 
     out = None if args.no_caffemodel else args.output or os.path.splitext(os.path.basename(args.model))[0] + ".caffemodel"

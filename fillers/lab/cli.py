@@ -7,7 +7,9 @@ from __future__ import annotations
 import sys
 
 from ..errors import UsageError
-from .lsuv import DEFAULT_BASE, DEFAULT_MAX_ITER, DEFAULT_TOL
+from .procedures import LSUV_DEFAULTS
+
+DEFAULT_BASE, DEFAULT_TOL, DEFAULT_MAX_ITER = (LSUV_DEFAULTS[k] for k in ("base", "tol", "max_iter"))
 
 
 def add_arguments(parser) -> None:
@@ -52,13 +54,17 @@ def read_feeds(args, net) -> tuple:
     return feeds, diffs
 
 
-def procedure_options(args, filler, feeds=None, quiet=False) -> dict:
-    """The options a net-level procedure (``--filler lsuv``) takes from the flags."""
+def procedure_options(args, filler, net, quiet=False, feeds=None) -> dict:
+    """The options a net-level procedure (``--filler lsuv``) takes from the flags (none,
+    and nothing read, for a per-blob filler); its batch is ``feeds``, else ``--inputs``."""
     from .procedures import procedure_name
 
     if procedure_name(filler) is None:
         return {}
     from ..cli import Progress
+
+    if feeds is None:
+        feeds = read_feeds(args, net)[0]
 
     stream = sys.stderr
     progress = Progress(1, "lsuv", enabled=not quiet and stream.isatty())
@@ -106,7 +112,7 @@ def run(args, net, weight_spec, warn) -> int:
         label = spec if isinstance(spec, str) else _label(spec)
         last = net.fill(filler=spec, bias_filler=args.bias_filler, seed=seed, rng=args.rng,
                         caffe_version=args.caffe_version, weights=args.weights, batchnorm=args.batchnorm,
-                        **procedure_options(args, spec, feeds, args.quiet))
+                        **procedure_options(args, spec, net, args.quiet, feeds))
         warn([f"{label}: {w}" if args.compare else w for w in last.warnings])
         reports.append(signal_report(net, last.params, feeds, diffs, phase=args.phase, seed=seed, label=label,
                                      caffe_version=args.caffe_version))

@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Optional
 
+#: LSUV's defaults (--lsuv-base, --lsuv-tol, --lsuv-max-iter)
+LSUV_DEFAULTS = {"base": "orthogonal", "tol": 0.1, "max_iter": 10}
+
 #: name -> (one line of help, "module:function" taking ``(net, **fill options)``)
 PROCEDURES = {
     "lsuv": ("not Caffe's: Mishkin & Matas 2015, a base filler (--lsuv-base, default orthogonal), then each "
              "weight layer rescaled until its output variance on the batch is within --lsuv-tol of 1",
-             "fillers.lab.lsuv:fill_lsuv"),
+             "fillers.lab.lsuv_init:fill_lsuv"),
 }
 
 

@@ -25,11 +25,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from .engine import Engine, stats
+from .procedures import LSUV_DEFAULTS
 from .report import default_inputs, weighted
 
-DEFAULT_BASE = "orthogonal"
-DEFAULT_TOL = 0.1
-DEFAULT_MAX_ITER = 10
+DEFAULT_BASE, DEFAULT_TOL, DEFAULT_MAX_ITER = (LSUV_DEFAULTS[k] for k in ("base", "tol", "max_iter"))
 
 
 @dataclass
