@@ -29,6 +29,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..layers.base import shape_count
+
 TRAIN, TEST = "TRAIN", "TEST"
 
 
@@ -380,7 +382,7 @@ class Engine:
                 raise KeyError(f"'{name}' is not a blob of the net")
             v = self.final_version[name]
             d = np.asarray(d, dtype=np.float32)
-            if d.size != int(np.prod(self.vshape[v])):
+            if d.size != shape_count(self.vshape[v]):
                 raise ValueError(f"diff for '{name}' has {d.shape}, the blob {self.vshape[v]}")
             acc[v] = d.reshape(self.vshape[v])
             written.add(v)

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from .engine import TRAIN, Engine, stats
+from .engine import Engine, stats
 
 #: a signal below LOW or above HIGH times its start is marked
 LOW, HIGH = 1e-3, 1e3

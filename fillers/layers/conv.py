@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIAS, WEIGHT, LayerType, register
+from .base import BIAS, WEIGHT, LayerType, register, shape_count
 
 
 def spatial_settings(p, n_spatial: int, what: str):
@@ -168,7 +168,7 @@ class _ConvBase(LayerType):
             y = np.empty((lead, o, *spatial_out), dtype=np.float32)
             if not self.transposed:
                 wg = w.reshape(group, o // group, -1)
-                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                step = _chunk(lead, wg.shape[2] * group * shape_count(spatial_out))
                 for a in range(0, lead, step):
                     cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
                     m = cols.shape[0]
@@ -177,7 +177,7 @@ class _ConvBase(LayerType):
             else:
                 cg = channels // group
                 wgt = np.ascontiguousarray(w.reshape(group, cg, -1).transpose(0, 2, 1))
-                step = _chunk(lead, wgt.shape[1] * group * _prod(spatial_in))
+                step = _chunk(lead, wgt.shape[1] * group * shape_count(spatial_in))
                 for a in range(0, lead, step):
                     xc = x[a:a + step]
                     cols = np.matmul(wgt, xc.reshape(xc.shape[0], group, cg, -1))
@@ -211,9 +211,9 @@ class _ConvBase(LayerType):
                 wg = w.reshape(group, og, -1)
                 wgt = np.ascontiguousarray(wg.transpose(0, 2, 1))
                 dwg = dw.reshape(group, og, -1) if dw is not None else None
-                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_out))
+                step = _chunk(lead, wg.shape[2] * group * shape_count(spatial_out))
                 for a in range(0, lead, step):
-                    dyg = dy[a:a + step].reshape(-1, group, og, _prod(spatial_out))
+                    dyg = dy[a:a + step].reshape(-1, group, og, shape_count(spatial_out))
                     if dwg is not None:
                         cols = im2col(x[a:a + step], kernel, stride, pad, dilation, spatial_out)
                         cols = cols.reshape(cols.shape[0], group, -1, cols.shape[-1])
@@ -230,11 +230,11 @@ class _ConvBase(LayerType):
                 cg = channels // group
                 wg = w.reshape(group, cg, -1)
                 dwg = dw.reshape(group, cg, -1) if dw is not None else None
-                step = _chunk(lead, wg.shape[2] * group * _prod(spatial_in))
+                step = _chunk(lead, wg.shape[2] * group * shape_count(spatial_in))
                 for a in range(0, lead, step):
                     dcols = im2col(dy[a:a + step], kernel, stride, pad, dilation, spatial_in)
                     dcols = dcols.reshape(dcols.shape[0], group, -1, dcols.shape[-1])
-                    xg = x[a:a + step].reshape(-1, group, cg, _prod(spatial_in))
+                    xg = x[a:a + step].reshape(-1, group, cg, shape_count(spatial_in))
                     if dwg is not None:
                         for i in range(dcols.shape[0]):
                             for g in range(group):
@@ -293,13 +293,6 @@ def col2im(cols, shape, kernel, stride, pad, dilation, out):
     if any(pad):
         xp = xp[(slice(None), slice(None)) + tuple(slice(int(p), int(p) + int(s)) for p, s in zip(pad, spatial))]
     return np.ascontiguousarray(xp)
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _chunk(n, per_image, budget=1 << 24):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LayerType, register
+from .base import LayerType, register, shape_count
 
 
 def _dims(shape_msg):
@@ -39,7 +39,7 @@ class _GraphInput:
                 raise ValueError(f"no array fed for top '{self.lp.top[k]}'")
             a = np.asarray(a, dtype=np.float32)
             if shape is not None and a.shape != tuple(shape):
-                if a.size != int(np.prod(shape)):
+                if a.size != shape_count(shape):
                     raise ValueError(f"top '{self.lp.top[k]}': fed {a.shape}, the net needs {tuple(shape)}")
                 a = a.reshape(shape)
             tops.append(a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LayerType, register
+from .base import LayerType, register, shape_count
 
 FULL, VALID, BATCH_SIZE, NONE = 0, 1, 2, 3
 _FLT_MIN = np.float32(1.1754944e-38)
@@ -46,8 +46,8 @@ def _labels(lp, bottoms, axis):
     """(outer, classes, inner, integer labels (outer, inner), valid mask) of a loss over
     classes on ``axis``."""
     x = bottoms[0]
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    outer = shape_count(x.shape[:axis])
+    inner = shape_count(x.shape[axis + 1:])
     labels = bottoms[1].reshape(outer, inner).astype(np.int64)  # static_cast<int>
     valid = np.ones(labels.shape, dtype=bool)
     if lp.loss_param.HasField("ignore_label"):
@@ -313,8 +313,8 @@ class Accuracy(LayerType):
         p = self.lp.accuracy_param
         x = bottoms[0]
         axis = self.canonical_axis(p.axis, x.ndim)
-        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+        outer = shape_count(x.shape[:axis])
+        inner = shape_count(x.shape[axis + 1:])
         k = int(x.shape[axis])
         labels = bottoms[1].reshape(outer, inner).astype(np.int64)
         valid = np.ones(labels.shape, dtype=bool)

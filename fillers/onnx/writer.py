@@ -154,8 +154,6 @@ def write_model(model, tensors, path, *, external: bool) -> str:
             else:
                 check_model(_skeleton(model, tensors), None)
         return path
-    import onnx
-
     with signals_raise():  # SIGTERM too removes the temporary folder
         return _write_external(model, tensors, path, directory)
 

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..base import LayerType, register
+from ..base import LayerType, register, shape_count
 from . import rcnn_pb2
 
 FAST_RCNN = "rbgirshick/caffe-fast-rcnn"
@@ -34,7 +34,7 @@ def _roi_count(shape) -> int:
     if not shape:
         LayerType.fail("the ROI bottom needs at least one axis (the number of ROIs)")
     n = int(shape[0])
-    per = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    per = shape_count(shape[1:]) if len(shape) > 1 else 1
     if per < 5:
         LayerType.fail(f"each ROI needs 5 values [batch, x1, y1, x2, y2]; the ROI bottom {list(shape)} has {per}")
     return n
@@ -86,7 +86,7 @@ class _ROILayer(LayerType):
         scale = self.spatial_scale() or 1.0
         image_h = max(1, int(math.floor(fh / scale)))
         image_w = max(1, int(math.floor(fw / scale)))
-        per = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 5
+        per = shape_count(shape[1:]) if len(shape) > 1 else 5
         return sample_rois(int(shape[0]), per, image_h, image_w, n, rng).reshape(shape)
 
     # -- ONNX pieces ------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class _ROILayer(LayerType):
         steps through the blob by ``offset(1)``, reading the first five values)."""
         shape = ctx.bottom_shapes[1]
         r = int(shape[0])
-        per = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        per = shape_count(shape[1:]) if len(shape) > 1 else 1
         rois = ctx.reshape(ctx.inputs[1], [r, per])
         if per != 5:
             rois = ctx.node("Slice", [rois, ctx.ints([0], "start"), ctx.ints([5], "end"), ctx.ints([1], "axis")])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import caffe_pb2
 from ..base import OTHER, LayerType, register
 from ..data import RuntimeData
 from .segnet_pb2 import BNParameter, DenseImageDataParameter, UpsampleParameter
