@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 
 import numpy as np
 import pytest
 
 from conftest import GOLDEN, golden_source
 from fillers.errors import ParseError
-from fillers.lab import Engine, LayerContext, stats
+from fillers.lab import Engine
 from fillers.net import load
 
 TOL = 1e-4

@@ -11,7 +11,6 @@ from conftest import GOLDEN, golden_param, golden_source
 from fillers import load
 from fillers.caffemodel import read_caffemodel
 from fillers.errors import NetError, UsageError
-from fillers.net import build  # noqa: F401  (load takes text)
 
 GOLD_FILES = sorted((GOLDEN / "fills").glob("*.npz"))
 

@@ -7,7 +7,6 @@ import pty
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
