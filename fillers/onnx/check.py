@@ -256,7 +256,9 @@ def export_and_check(filled, path=None, *, opset=None, check: bool = True, all_b
     feeds = make_inputs(info, net, seed)
     got = _run_onnxruntime(report, path if path is not None else model, feeds)
     engine = _engine_reference(report, net, params, info, feeds) if compare_engine else None
-    reference = _opencv_reference(report, net, params, info, feeds, caffemodel) if compare_opencv else None
+    reference = _opencv_reference(report, net, params, info, feeds, caffemodel,
+                                  "compared with the numpy engine" if engine is not None else
+                                  "compared shapes and finiteness only") if compare_opencv else None
     for name, y in got.items():
         _, layer_name, top = info.blob_of[name]
         spec = net.layer(layer_name).spec
@@ -358,10 +360,10 @@ def _run_onnxruntime(report, model_or_path, feeds) -> dict:
     return dict(zip(out_names, results))
 
 
-def _opencv_reference(report, net, params, info, feeds, caffemodel) -> Optional[dict]:
+def _opencv_reference(report, net, params, info, feeds, caffemodel, instead) -> Optional[dict]:
     """OpenCV's outputs for the same weights and inputs, or None with a warning saying why
     not (weights past 2 GB, a layer whose ``opencv_caveat`` says OpenCV differs, no cv2,
-    a net OpenCV cannot read)."""
+    a net OpenCV cannot read) and what was ``instead`` compared."""
     caveats = [(net.layers[i].name, net.layers[i].spec.opencv_caveat()) for i in info.kept_layers]
     caveats = [(name, why) for name, why in caveats if why]
     why = None
@@ -382,7 +384,7 @@ def _opencv_reference(report, net, params, info, feeds, caffemodel) -> Optional[
             why = "OpenCV (cv2) is not installed"
         except Exception as exc:  # OpenCV cannot read or run the net
             why = f"OpenCV could not run this net ({_opencv_reason(exc)})"
-    report.warnings.append(why + "; compared shapes and finiteness only")
+    report.warnings.append(f"{why}; {instead}")
     return None
 
 
