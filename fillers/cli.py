@@ -14,6 +14,7 @@ import os
 import sys
 
 from .errors import FillersError, UsageError
+from .textfmt import table
 
 PROG = "fill-net"
 
@@ -184,25 +185,13 @@ def _fmt_shape(s) -> str:
     return "x".join(str(d) for d in s) if len(s) else "scalar"
 
 
-def _table(rows, headers, right=()):
-    widths = [len(h) for h in headers]
-    for r in rows:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-    def line(r):
-        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
-
-
 def dry_run_table(net) -> str:
     rows = []
     for l in net.layers:
         params = ", ".join(_fmt_shape(p.shape) + ("*" if o is not None else "") for p, o in zip(l.params, l.owners))
         rows.append([l.name, l.type, ", ".join(_fmt_shape(s) for s in l.top_shapes), params or "-",
                      f"{l.n_params:,}" if l.params else "-"])
-    text = _table(rows, ["layer", "type", "tops", "params", "count"], right=(4,))
+    text = table(rows, ["layer", "type", "tops", "params", "count"], right=(4,))
     text += (f"\n\n{len(net.layers)} layers, {net.n_params:,} parameters "
              f"({net.n_params * 4 / 2**20:.1f} MiB as float32); inputs: {', '.join(net.inputs) or '-'}; "
              f"outputs: {', '.join(net.outputs) or '-'}")
@@ -217,7 +206,7 @@ def fill_table(filled) -> str:
         rows.append([r.layer, str(r.index), _fmt_shape(r.shape), r.filler,
                      "-" if r.fan_in is None else str(r.fan_in), "-" if r.fan_out is None else str(r.fan_out),
                      f"{r.mean:.4g}", f"{r.std:.4g}"])
-    return _table(rows, ["layer", "blob", "shape", "filler", "fan_in", "fan_out", "mean", "std"],
+    return table(rows, ["layer", "blob", "shape", "filler", "fan_in", "fan_out", "mean", "std"],
                   right=(1, 4, 5, 6, 7))
 
 
@@ -314,7 +303,7 @@ def layer_list() -> str:
     from .layers import known_types, lookup
 
     rows = [[t, lookup(t).origin] for t in known_types()]
-    return _table(rows, ["type", "origin"])
+    return table(rows, ["type", "origin"])
 
 
 def _run(args, parser) -> int:

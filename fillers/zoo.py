@@ -20,6 +20,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+from .textfmt import table
+
 _PLUGINS_LOADED: set = set()
 
 #: the name of a model's outputs in ``--out-dir``: ``{name}`` is the model's name
@@ -286,15 +288,8 @@ def summary_table(results) -> str:
                 (f", worst rel err {r.worst_rel_err:.2g})" if r.worst_rel_err is not None else ")")
         rows.append([r.model, "-" if r.layers is None else str(r.layers), _fmt_params(r.params),
                      f"{r.seconds:.2f}s", text])
-    headers = ["model", "layers", "parameters", "time", "result"]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers[:-1])]
-
-    def line(row):
-        cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in (1, 2, 3)] + [row[4]]
-        return "  ".join(cells).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths] + ["-" * 6])] + [line(r) for r in rows]
-    return "\n".join(out) + "\n\n" + summary_line(results)
+    return table(rows, ["model", "layers", "parameters", "time", "result"], right=(1, 2, 3)) + \
+        "\n\n" + summary_line(results)
 
 
 def summary_line(results) -> str:

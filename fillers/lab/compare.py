@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from .report import _fmt, table
+from ..textfmt import table
+from .report import _fmt
 
 
 def parse_fillers(texts) -> list:

@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..textfmt import table
 from .engine import Engine, stats
 
 #: a signal below LOW or above HIGH times its start is marked
@@ -240,18 +241,6 @@ def _fmt(v) -> str:
     if isinstance(v, float) and math.isnan(v):
         return "-"
     return f"{v:.3g}"
-
-
-def table(rows, headers, right=()) -> str:
-    widths = [len(h) for h in headers]
-    for r in rows:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-
-    def line(r):
-        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def channel_stats(a, axis=1):

@@ -207,8 +207,23 @@ class Crop(LayerType):
         return [dx, None], []
 
 
+class _View(LayerType):
+    """A layer that only gives its bottom's values another shape (its ``outputs``): the
+    same values in the same order, forward and backward."""
+
+    def lower(self, ctx):
+        """The final shape (Reshape: 0 copied, -1 inferred) is known from the net model."""
+        ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
+
+    def forward(self, bottoms, params, ctx):
+        return [bottoms[0].reshape(self.outputs([bottoms[0].shape])[0])]
+
+    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
+        return [top_diffs[0].reshape(bottoms[0].shape) if propagate_down[0] else None], []
+
+
 @register("Reshape")
-class Reshape(LayerType):
+class Reshape(_View):
     """New shape for the axes ``[axis, axis + num_axes)``: 0 copies the bottom's dim,
     -1 is inferred."""
 
@@ -254,19 +269,8 @@ class Reshape(LayerType):
     def outputs(self, bottoms):
         return [self.target(bottoms)]
 
-    def lower(self, ctx):
-        """The final shape (0 copied, -1 inferred) is known from the net model."""
-        ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
-
-    def forward(self, bottoms, params, ctx):
-        return [bottoms[0].reshape(self.outputs([bottoms[0].shape])[0])]
-
-    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
-        return [top_diffs[0].reshape(bottoms[0].shape) if propagate_down[0] else None], []
-
-
 @register("Flatten")
-class Flatten(LayerType):
+class Flatten(_View):
     """Merge axes ``axis`` .. ``end_axis`` into one."""
 
     def outputs(self, bottoms):
@@ -275,15 +279,6 @@ class Flatten(LayerType):
         a = self.canonical_axis(p.axis, len(s))
         e = self.canonical_axis(p.end_axis, len(s))
         return [(*s[:a], self.count(s, a, e + 1), *s[e + 1:])]
-
-    def lower(self, ctx):
-        ctx.reshape(ctx.inputs[0], ctx.top_shapes[0], ctx.outputs[0])
-
-    def forward(self, bottoms, params, ctx):
-        return [bottoms[0].reshape(self.outputs([bottoms[0].shape])[0])]
-
-    def backward(self, top_diffs, bottoms, tops, params, propagate_down, ctx):
-        return [top_diffs[0].reshape(bottoms[0].shape) if propagate_down[0] else None], []
 
 
 @register("Tile")

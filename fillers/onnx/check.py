@@ -404,33 +404,38 @@ def _check_output(report, name, y, expected, dynamic, ref, rtol, canonical, engi
     yc = np.asarray(canonical(y))
     faithful_nonfinite = False
     if engine is not None:
-        e = np.asarray(canonical(np.asarray(engine, dtype=np.float32)), dtype=np.float32)
-        if e.size == yc.size:
-            abs_err, rel_err, same, nonfinite = compare_arrays(yc, e)
-            oc.engine_abs_err, oc.engine_rel_err = abs_err, rel_err
-            if not (rel_err <= rtol) or not same:
-                oc.ok = False
-                report.warnings.append(f"output '{name}' differs from the numpy engine's (Caffe's forward pass): "
-                                       + (f"max relative error {rel_err:.3g}" if same else
-                                          "inf/NaN at other positions"))
-            elif nonfinite:
-                faithful_nonfinite = oc.overflow = True
-        else:
-            oc.ok = False
-            report.warnings.append(f"the engine's '{name}' has {e.size} values, onnxruntime's {yc.size}")
+        errors = _compare(report, oc, name, yc, canonical(np.asarray(engine, dtype=np.float32)), rtol, "the engine's",
+                          "the numpy engine's (Caffe's forward pass)")
+        if errors is not None:
+            oc.engine_abs_err, oc.engine_rel_err, faithful_nonfinite = errors
+            oc.overflow = faithful_nonfinite
     if not finite and not faithful_nonfinite:
         oc.ok = False
     if ref is not None:
-        ref = np.asarray(canonical(np.asarray(ref, dtype=np.float32)), dtype=np.float32)
-        if ref.size == yc.size:
-            abs_err, rel_err, same, nonfinite = compare_arrays(yc, ref)
-            oc.max_abs_err, oc.max_rel_err = abs_err, rel_err
-            if not (rel_err <= rtol) or not same:
-                oc.ok = False
-        else:
-            oc.ok = False
-            report.warnings.append(f"OpenCV's '{name}' has {ref.size} values, onnxruntime's {yc.size}")
+        errors = _compare(report, oc, name, yc, canonical(np.asarray(ref, dtype=np.float32)), rtol, "OpenCV's")
+        if errors is not None:
+            oc.max_abs_err, oc.max_rel_err, _ = errors
     return oc
+
+
+def _compare(report, oc, name, y, reference, rtol, whose, explain=None):
+    """``y`` against a reference forward pass: ``(max abs error, max relative error,
+    whether they agree and hold inf/NaN at the same positions)``, or None when the sizes
+    differ; ``oc.ok`` is cleared when they disagree (a warning says how when ``explain``
+    names the reference)."""
+    reference = np.asarray(reference, dtype=np.float32)
+    if reference.size != y.size:
+        oc.ok = False
+        report.warnings.append(f"{whose} '{name}' has {reference.size} values, onnxruntime's {y.size}")
+        return None
+    abs_err, rel_err, same, nonfinite = compare_arrays(y, reference)
+    agree = rel_err <= rtol and same
+    if not agree:
+        oc.ok = False
+        if explain:
+            report.warnings.append(f"output '{name}' differs from {explain}: "
+                                   + (f"max relative error {rel_err:.3g}" if same else "inf/NaN at other positions"))
+    return abs_err, rel_err, agree and nonfinite
 
 
 def _explain_overflow(report, net, params) -> None:
