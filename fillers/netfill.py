@@ -17,8 +17,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import FillerError, NetError, UsageError
-from .fans import CAFFE_VERSIONS, fan_in_fan_out
-from .init import describe, fill as fill_blob, filler_params
+from .fans import CAFFE_VERSIONS
+from .init import describe, filler_params
 from .layers.base import BIAS, WEIGHT
 from .rng import RNG_KINDS, CaffeRNG, make_rng
 
@@ -197,6 +197,23 @@ def unknown_filler_warnings(net, overrides) -> list:
     return out
 
 
+def prepare_fill(net, filler, bias_filler, seed, rng, caffe_version, weights, batchnorm):
+    """The options of a fill, checked and read once (for the in-memory and the streaming
+    path): ``(overrides by role, random stream, its seed, trained weights checked against
+    the net as Caffe's CopyTrainedLayersFrom does)``."""
+    if caffe_version not in CAFFE_VERSIONS:
+        raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise UsageError(f"batchnorm '{batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
+    overrides = {WEIGHT: _override(filler, "--filler"), BIAS: _override(bias_filler, "--bias-filler")}
+    stream = _stream(rng, seed)
+    trained = _load_weights(weights, net)
+    for layer in net.layers:
+        if layer.name in trained:
+            _check_trained(layer, trained[layer.name])
+    return overrides, stream, getattr(stream, "seed", seed), trained
+
+
 def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe_version="master",
              weights=None, batchnorm="caffe", progress: Optional[Callable] = None, **procedure_options) -> FilledNet:
     """Fill every parameter blob of ``net`` as Caffe would.
@@ -236,87 +253,20 @@ def fill_net(net, *, filler=None, bias_filler=None, seed=None, rng="fast", caffe
                          **procedure_options)
     if procedure_options:
         raise UsageError(f"unknown fill option(s): {', '.join(sorted(procedure_options))}")
-    if caffe_version not in CAFFE_VERSIONS:
-        raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
-    if batchnorm not in BATCHNORM_MODES:
-        raise UsageError(f"batchnorm '{batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
-    overrides = {WEIGHT: _override(filler, "--filler"), BIAS: _override(bias_filler, "--bias-filler")}
-    stream = _stream(rng, seed)
-    seed = getattr(stream, "seed", seed)
-    trained = _load_weights(weights, net)
+    overrides, stream, seed, trained = prepare_fill(net, filler, bias_filler, seed, rng, caffe_version, weights,
+                                                    batchnorm)
     _check_fits(net, trained)
-    blobs: dict = {}
-    records: list = []
-    warnings: list = unknown_filler_warnings(net, overrides)
-    fresh: dict = {}  # note -> [(layer name, type)]
-    total = max(net.n_params, 1)
-    done = 0
-    draw_everything = isinstance(stream, CaffeRNG)
-    for layer in net.layers:
-        arrays: list = [None] * len(layer.params)
-        descs: list = [""] * len(layer.params)
-        from_weights = layer.name in trained
-        if from_weights:
-            _check_trained(layer, trained[layer.name])
-        for idx, pb in layer.spec.draws(layer.params, layer.bottom_shapes):
-            fp = overrides.get(pb.role) or pb.filler
-            keep = idx is not None and layer.owners[idx] is None
-            if fp is None:
-                if keep:
-                    arrays[idx] = np.zeros(pb.shape, np.float32)
-                    descs[idx] = "zero"
-                continue
-            if not draw_everything and (not keep or from_weights):
-                continue  # the fast stream skips draws whose values are dropped
-            try:
-                values = fill_blob(pb.shape, fp, rng=stream, caffe_version=caffe_version)
-            except ValueError as exc:
-                raise NetError(f"blob {idx if idx is not None else ''} {list(pb.shape)}: {exc}",
-                               layer=layer.name, layer_type=layer.type) from None
-            if keep:
-                arrays[idx] = values
-                descs[idx] = describe(fp)
-        for j, owner in enumerate(layer.owners):
-            if owner is not None:
-                oli, obj = owner
-                arrays[j] = blobs[net.layers[oli].name][obj]
-                descs[j] = f"shared:{net.layers[oli].name}/{obj}"
-        if from_weights:
-            for j, src in enumerate(trained[layer.name]):
-                data = np.asarray(src, dtype=np.float32).reshape(layer.params[j].shape)
-                if layer.owners[j] is not None:
-                    # Caffe copies into the shared memory: the owner's values change too
-                    oli, obj = layer.owners[j]
-                    blobs[net.layers[oli].name][obj] = data
-                arrays[j] = data
-                descs[j] = "weights"
-        if not from_weights:
-            replaced, note = layer.spec.fresh_params(arrays, batchnorm)
-            if replaced is not None:
-                arrays, descs = list(replaced), ["identity"] * len(replaced)
-            if note:
-                fresh.setdefault(note, []).append(layer)
-        blobs[layer.name] = arrays
-        for j, (pb, arr) in enumerate(zip(layer.params, arrays)):
-            try:
-                fi, fo = fan_in_fan_out(pb.shape, caffe_version=caffe_version) if len(pb.shape) else (1, 1)
-            except ValueError:
-                fi = fo = None
-            src = descs[j].split(":")[0] if descs[j] else "filled"
-            src = src if src in ("shared", "weights", "zero", "identity") else "filled"
-            records.append(BlobRecord(layer.name, j, pb.name, tuple(pb.shape), descs[j], fi, fo, src, arr))
-        done += layer.n_params
-        if progress is not None:
-            progress(done, total, layer.name)
-    for note, layers in fresh.items():
-        names = [l.name for l in layers]
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        warnings.append(f"{len(layers)} {layers[0].type} layer(s) ({shown}) hold {note}")
-    _fix_shared_after_weights(net, blobs)
-    for r in records:  # trained blobs copied into shared memory may have replaced an owner's array
+    from .stream import fill_arrays
+
+    # the walker of the streaming path (Caffe's draw order, shared and trained blobs, fresh
+    # states), writing into arrays
+    blobs, records, notes = fill_arrays(net, stream, overrides, trained, caffe_version, batchnorm, progress)
+    _fix_shared_after_weights(net, blobs)  # a sharer holds its owner's array object
+    for r in records:
         r.array = blobs[r.layer][r.index]
     return FilledNet(net=net, params=blobs, records=records, seed=seed,
-                     rng="caffe" if draw_everything else "fast", warnings=warnings, trained=trained)
+                     rng="caffe" if isinstance(stream, CaffeRNG) else "fast",
+                     warnings=unknown_filler_warnings(net, overrides) + notes, trained=trained)
 
 
 def _fix_shared_after_weights(net, blobs):

@@ -37,9 +37,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import NetError, UsageError
-from .fans import CAFFE_VERSIONS, fan_in_fan_out
+from .fans import fan_in_fan_out
 from .init import describe, fill as fill_blob, filler_params
-from .layers.base import BIAS, WEIGHT, LayerType
+from .layers.base import LayerType
 from .rng import CaffeRNG, FastRNG
 
 #: float32 values per chunk (1 MiB); tests patch it smaller
@@ -402,6 +402,40 @@ class _CaffemodelSink:
         pass
 
 
+class _ArraysSink:
+    """The blobs kept as arrays in memory (what :func:`fillers.netfill.fill_net` returns):
+    ``params[layer name]`` lists each layer's arrays."""
+
+    def __init__(self):
+        self.params: dict = {}
+
+    def begin_layer(self, layer, shapes):
+        self._arrays = self.params.setdefault(layer.name, [None] * len(shapes))
+
+    def begin_blob(self, j, shape):
+        self._j, self._shape, self._pos = j, tuple(shape), 0
+        self._buf = np.empty(_count(shape), _F32)
+
+    def write(self, chunk):
+        n = chunk.size
+        self._buf[self._pos:self._pos + n] = chunk.reshape(-1)
+        self._pos += n
+
+    def end_blob(self):
+        self._arrays[self._j] = self._buf.reshape(self._shape)
+
+
+def fill_arrays(net, stream, overrides, trained, caffe_version, batchnorm, progress=None):
+    """One pass of the walker that :func:`stream_fill` uses, into arrays in memory:
+    ``(params, records, warnings)``, with Caffe's draw order and the same numbers."""
+    from .netfill import BlobRecord
+
+    walker = _Filler(net, stream, overrides, trained, caffe_version, batchnorm, False, progress)
+    sink = _ArraysSink()
+    walker.run([sink], BlobRecord)
+    return sink.params, walker.records, walker.warnings()
+
+
 class _NpzSink:
     """An .npz (keys ``<layer>/<blob index>``, as :meth:`FilledNet.save_npz`) written as
     the blobs come: a stored zip member per blob, its .npy header then the values."""
@@ -531,21 +565,11 @@ def stream_fill(net, caffemodel=None, *, npz=None, filler=None, bias_filler=None
     .caffemodel back, ``.to_onnx(path)`` exports from it).
     """
     from .atomic import atomic_path, open_new
-    from .netfill import BATCHNORM_MODES, BlobRecord, _check_trained, _load_weights, _override, _stream, \
-        unknown_filler_warnings
+    from .netfill import BlobRecord, prepare_fill, unknown_filler_warnings
 
-    if caffe_version not in CAFFE_VERSIONS:
-        raise UsageError(f"caffe_version '{caffe_version}' is not one of {', '.join(CAFFE_VERSIONS)}")
-    if batchnorm not in BATCHNORM_MODES:
-        raise UsageError(f"batchnorm '{batchnorm}' is not one of {', '.join(BATCHNORM_MODES)}")
     t0 = time.perf_counter()
-    overrides = {WEIGHT: _override(filler, "--filler"), BIAS: _override(bias_filler, "--bias-filler")}
-    stream = _stream(rng, seed)
-    seed = getattr(stream, "seed", seed)
-    trained = _load_weights(weights, net)
-    for layer in net.layers:
-        if layer.name in trained:
-            _check_trained(layer, trained[layer.name])
+    overrides, stream, seed, trained = prepare_fill(net, filler, bias_filler, seed, rng, caffe_version, weights,
+                                                    batchnorm)
     result = StreamedFill(net=net, seed=seed, rng="caffe" if isinstance(stream, CaffeRNG) else "fast",
                           trained=trained, caffemodel=None if caffemodel is None else os.fspath(caffemodel),
                           npz=None if npz is None else os.fspath(npz))
