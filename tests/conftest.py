@@ -46,6 +46,38 @@ def golden_index():
     return _INDEX
 
 
+_RECIPES: dict = {}
+
+
+def load_recipe(folder=GOLDEN):
+    """The ``recipe.py`` of a golden folder (``golden``, ``golden-ssd`` ...) as a module."""
+    import importlib.util
+
+    path = pathlib.Path(folder) / "recipe.py"
+    if path not in _RECIPES:
+        spec = importlib.util.spec_from_file_location(f"recipe_{len(_RECIPES)}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _RECIPES[path] = module
+    return _RECIPES[path]
+
+
+def recipe_params(recipe, net) -> dict:
+    """``recipe.param_blob`` for every blob a layer owns; a shared blob is its owner's
+    array (as the goldens set them: through the owning layer only)."""
+    params: dict = {}
+    for layer in net.layers:
+        arrs = []
+        for j, (pb, owner) in enumerate(zip(layer.params, layer.owners)):
+            if owner is None:
+                arrs.append(recipe.param_blob(layer.name, layer.type, j, pb.shape))
+            else:
+                arrs.append(params[net.layers[owner[0]].name][owner[1]])
+        if arrs:
+            params[layer.name] = arrs
+    return params
+
+
 def golden_param(net_id: str, value=None, marks=(), id=None):
     """``pytest.param(value)`` (default: the net id) for a test of golden net ``net_id``:
     an expected failure when the net is in KNOWN_FAILURES."""

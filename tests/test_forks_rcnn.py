@@ -8,14 +8,13 @@ rbgirshick/caffe-fast-rcnn itself (``../shared/golden-fast-rcnn``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import numpy as np
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, load_recipe, recipe_params
 from fillers.layers import lookup
 from fillers.net import load
 from fillers.onnx_export import export, ort_session
@@ -441,13 +440,6 @@ def _golden_nets():
     return sorted(json.loads((GOLDEN_FRCNN / "index.json").read_text())["nets"])
 
 
-def _golden_recipe():
-    spec = importlib.util.spec_from_file_location("golden_frcnn_recipe", GOLDEN_FRCNN / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.shared
 @needs_golden
 @pytest.mark.parametrize("net_id", _golden_nets())
@@ -482,12 +474,11 @@ def test_golden_fast_rcnn_forward(net_id):
     cannot seed them, and e.g. roi_tiny's fc output has Caffe's zero bias), so only outputs
     computed from the inputs alone are compared in full, and the ROI rows the golden fed
     are checked against the recipe's roi_blob."""
-    recipe = _golden_recipe()
+    recipe = load_recipe(GOLDEN_FRCNN)
     entry = json.loads((GOLDEN_FRCNN / "index.json").read_text())["nets"][net_id]
     golden = np.load(GOLDEN_FRCNN / "forward" / f"{net_id}.npz")
     net = load(str(GOLDEN_FRCNN / entry["source"]))
-    blobs = {l.name: [recipe.param_blob(l.name, l.type, j, p.shape) for j, p in enumerate(l.params)]
-             for l in net.layers if l.params}
+    blobs = recipe_params(recipe, net)
     for name, kind in entry["forward"]["input_kinds"].items():
         if kind.startswith("regions of interest"):
             consumer = next(l for l in net.layers if l.type == "ROIPooling" and l.bottoms[1] == name

@@ -4,13 +4,12 @@ and mobile-net/SENet families: they fill and export, and, where OpenCV reads the
 the export equals OpenCV's forward."""
 
 import csv
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import CORPUS, HAVE_SHARED, SHARED
+from conftest import CORPUS, HAVE_SHARED, SHARED, load_recipe, recipe_params
 from fillers.caffemodel import write_caffemodel
 from fillers.net import load
 from fillers.onnx_export import export, export_and_check, make_inputs, ort_session
@@ -23,13 +22,6 @@ FORK_GOLDENS = ["golden-segnet", "golden-pspnet"]
 def _index(name):
     path = SHARED / name / "index.json"
     return json.loads(path.read_text()) if path.exists() else {"nets": {}}
-
-
-def _recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name.replace('-', '_')}", SHARED / name / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _nets(key):
@@ -62,10 +54,9 @@ def test_shapes_equal_the_forks(golden, net_id):
 
 @pytest.mark.parametrize("golden,net_id", _nets("has_forward"))
 def test_export_equals_the_forks_forward(golden, net_id):
-    recipe = _recipe(golden)
+    recipe = load_recipe(SHARED / golden)
     net = load(_source(golden, net_id))
-    blobs = {l.name: [recipe.param_blob(l.name, l.type, j, p.shape) for j, p in enumerate(l.params)]
-             for l in net.layers if l.params}
+    blobs = recipe_params(recipe, net)
     ref = np.load(SHARED / golden / "forward" / f"{net_id}.npz")
     sess = ort_session(export(net, blobs))
     feeds = {i.name: ref[f"input/{i.name}"] for i in sess.get_inputs()}

@@ -16,7 +16,6 @@ Three references:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import textwrap
@@ -24,7 +23,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import CORPUS, SHARED
+from conftest import CORPUS, SHARED, load_recipe, recipe_params
 from fillers.caffemodel import write_caffemodel
 from fillers.cli import main
 from fillers.errors import ExportError
@@ -791,13 +790,6 @@ def test_annotated_data_and_multibox_loss_build_fill_and_leave_the_export(tmp_pa
 
 # ---- goldens of the fork -------------------------------------------------------------------
 
-def _recipe():
-    spec = importlib.util.spec_from_file_location("golden_ssd_recipe", GOLDEN_SSD / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _golden_ids(key=None):
     return sorted(k for k, e in SSD_INDEX["nets"].items() if e.get("loaded") and (key is None or e.get(key)))
 
@@ -843,10 +835,9 @@ def test_golden_fills_are_byte_exact(net_id):
 @pytest.mark.shared
 @pytest.mark.parametrize("net_id", _golden_ids("has_forward"))
 def test_golden_forward_equals_the_forks(net_id):
-    recipe = _recipe()
+    recipe = load_recipe(GOLDEN_SSD)
     net = load(_golden_src(net_id))
-    blobs = {l.name: [recipe.param_blob(l.name, l.type, j, pb.shape) for j, pb in enumerate(l.params)]
-             for l in net.layers if l.params}
+    blobs = recipe_params(recipe, net)
     gold = np.load(GOLDEN_SSD / "forward" / f"{net_id}.npz")
     outs = run_onnx(net, blobs, {k[len("input/"):]: gold[k] for k in gold.files if k.startswith("input/")})
     checked = 0

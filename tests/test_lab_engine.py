@@ -11,13 +11,12 @@ and max within 1e-4 x max(|value|, std of that blob); full arrays within
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, golden_source
+from conftest import GOLDEN, golden_source, load_recipe, recipe_params
 from fillers.errors import ParseError
 from fillers.lab import Engine
 from fillers.net import load
@@ -31,14 +30,7 @@ if not (GOLDEN / "index.json").exists():
     pytest.skip(f"no goldens at {GOLDEN}", allow_module_level=True)
 
 
-def _recipe():
-    spec = importlib.util.spec_from_file_location("golden_recipe_lab", GOLDEN / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RECIPE = _recipe()
+RECIPE = load_recipe(GOLDEN)
 INDEX = json.loads((GOLDEN / "index.json").read_text())
 WORST: dict = {}  # folder -> (relative error, net, key)
 ROUNDING: list = []  # nets outside 1e-4 only within their own float32 sensitivity
@@ -58,17 +50,7 @@ FLOAT32_SENSITIVE = {
 
 
 def recipe_blobs(net) -> dict:
-    blobs = {}
-    for layer in net.layers:
-        arrs = []
-        for j, (pb, owner) in enumerate(zip(layer.params, layer.owners)):
-            if owner is None:
-                arrs.append(RECIPE.param_blob(layer.name, layer.type, j, pb.shape))
-            else:
-                arrs.append(blobs[net.layers[owner[0]].name][owner[1]])
-        if arrs:
-            blobs[layer.name] = arrs
-    return blobs
+    return recipe_params(RECIPE, net)
 
 
 def _input_size(net_id) -> int:

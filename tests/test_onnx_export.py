@@ -9,7 +9,6 @@ printed at the end of the module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import types
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import golden_param
+from conftest import golden_param, load_recipe, recipe_params
 from fillers.errors import ExportError
 from fillers.net import load
 from fillers.onnx import export, export_and_check, export_with_info, ort_session
@@ -36,14 +35,7 @@ INDEX = json.loads((GOLDEN / "index.json").read_text())
 ROWS: list = []
 
 
-def _recipe():
-    spec = importlib.util.spec_from_file_location("golden_recipe", GOLDEN / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RECIPE = _recipe()
+RECIPE = load_recipe(GOLDEN)
 
 
 def net_path(net_id: str) -> Path:
@@ -52,18 +44,7 @@ def net_path(net_id: str) -> Path:
 
 
 def recipe_blobs(net) -> dict:
-    """recipe.param_blob for every blob a layer owns; shared blobs come from their owner."""
-    blobs = {}
-    for layer in net.layers:
-        arrs = []
-        for j, (pb, owner) in enumerate(zip(layer.params, layer.owners)):
-            if owner is None:
-                arrs.append(RECIPE.param_blob(layer.name, layer.type, j, pb.shape))
-            else:
-                arrs.append(blobs[net.layers[owner[0]].name][owner[1]])
-        if arrs:
-            blobs[layer.name] = arrs
-    return blobs
+    return recipe_params(RECIPE, net)
 
 
 def _ids():
